@@ -148,8 +148,9 @@ CORS_ALLOWED_ORIGINS = _env_list("ANNOVOX_CORS_ORIGINS", "")
 CORS_ALLOW_HEADERS = ["accept", "authorization", "content-type", "x-csrftoken"]
 CORS_EXPOSE_HEADERS = ["content-type", "content-length"]
 
-# Import limits: a single file larger than this is rejected; zip archives are checked against it per entry
-# and against a compression ratio that no real DICOM reaches (zip bombs).
+# Import limits: a single file (or zip entry) larger than this is rejected. A zip archive as a whole may
+# expand to one maximal file or ANNOVOX_MAX_ZIP_RATIO times its own size, whichever is larger (zip bombs);
+# single real DICOM files do compress further than that (a sparse SEG reaches about 400:1).
 ANNOVOX_MAX_FILE_BYTES = int(os.environ.get("ANNOVOX_MAX_UPLOAD_MB", "2048")) * 1024 * 1024
 ANNOVOX_MAX_ZIP_RATIO = 200
 DATA_UPLOAD_MAX_MEMORY_SIZE = None

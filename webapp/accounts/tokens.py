@@ -19,9 +19,7 @@ def bearer_from_header(header: str | None) -> str | None:
 
 def user_for_token(raw: str) -> AbstractBaseUser | None:
     """The active user owning ``raw``, or None for an unknown, revoked or inactive token."""
-    token = (
-        ApiToken.objects.select_related("user").filter(token_hash=hash_token(raw), revoked=False).first()
-    )
+    token = ApiToken.objects.select_related("user").filter(token_hash=hash_token(raw), revoked=False).first()
     if token is None or not token.user.is_active:
         return None
     now = timezone.now()

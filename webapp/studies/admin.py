@@ -23,6 +23,12 @@ class SeriesAdmin(admin.ModelAdmin):
 
 @admin.register(Instance)
 class InstanceAdmin(admin.ModelAdmin):
-    list_display = ("sop_instance_uid", "series", "instance_number", "transfer_syntax_uid", "number_of_frames")
+    list_display = (
+        "sop_instance_uid",
+        "series",
+        "instance_number",
+        "transfer_syntax_uid",
+        "number_of_frames",
+    )
     search_fields = ("sop_instance_uid",)
     exclude = ("metadata",)

@@ -7,8 +7,8 @@ from django.core.management.base import BaseCommand
 
 class Command(BaseCommand):
     help = (
-        "Create the 'admin' superuser if no superuser exists. The password comes from ANNOVOX_ADMIN_PASSWORD, "
-        "or is generated and printed once."
+        "Create the 'admin' superuser if no superuser exists. The password comes from "
+        "ANNOVOX_ADMIN_PASSWORD, or is generated and printed once."
     )
 
     def handle(self, **options: object) -> None:
@@ -28,4 +28,6 @@ class Command(BaseCommand):
                 )
             )
         else:
-            self.stdout.write(f"Created the administrator account '{username}' (password from the environment).")
+            self.stdout.write(
+                f"Created the administrator account '{username}' (password from the environment)."
+            )
