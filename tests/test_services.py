@@ -5,9 +5,9 @@ import socket
 import uuid
 
 import pytest
-from channels_redis.core import RedisChannelLayer
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 from django.db import connection
 
