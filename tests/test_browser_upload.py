@@ -4,6 +4,7 @@ import zipfile
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connections
 
 from tests.browser import browser_page, screenshot
 from tests.conftest import ROOT, require
@@ -25,6 +26,9 @@ def signed_in_page(live_server, transactional_db, monkeypatch):
         page.click("button[type=submit]")
         page.wait_for_selector("body[data-ready=true]")
         yield page
+        # The ORM opened its connection while Playwright's loop was running, in a context of its own that the
+        # test database teardown cannot see: close it here.
+        connections.close_all()
 
 
 def _upload(page, selector: str, files) -> str:  # type: ignore[no-untyped-def]
