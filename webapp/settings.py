@@ -7,6 +7,8 @@ Everything that differs between the embedded default and a deployment comes from
 - ``REDIS_URL``: e.g. ``redis://127.0.0.1:6379/0``; the channel layer is in-memory when unset.
 - ``ANNOVOX_SECRET_KEY``, ``ANNOVOX_DEBUG``, ``ANNOVOX_ALLOWED_HOSTS``, ``ANNOVOX_CORS_ORIGINS``,
   ``ANNOVOX_MAX_UPLOAD_MB`` (largest single DICOM file accepted, default 2048).
+- ``ANNOVOX_PUBLIC_URL``: e.g. ``https://annovox.example.org``, the base of URLs in DICOMweb responses
+  (RetrieveURL, BulkDataURI); unset, they follow each request's Host header.
 """
 
 import os
@@ -143,6 +145,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 SPECTACULAR_SETTINGS = {"TITLE": "Annovox API", "VERSION": "0.1.0"}
+
+ANNOVOX_PUBLIC_URL = os.environ.get("ANNOVOX_PUBLIC_URL", "").rstrip("/")
 
 CORS_ALLOWED_ORIGINS = _env_list("ANNOVOX_CORS_ORIGINS", "")
 CORS_ALLOW_HEADERS = ["accept", "authorization", "content-type", "x-csrftoken"]
