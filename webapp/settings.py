@@ -59,7 +59,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "servestatic.middleware.ServeStaticMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -171,5 +171,6 @@ LOGGING = {
     "loggers": {"django.server": {"level": "WARNING"}},
 }
 
-# Daphne does not serve files: WhiteNoise serves the built frontend straight from its folder.
-WHITENOISE_USE_FINDERS = True
+# Daphne does not serve files: ServeStatic (async, so requests stay off the thread pool) serves the built
+# frontend straight from its folder.
+SERVESTATIC_USE_FINDERS = True
