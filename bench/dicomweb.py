@@ -20,6 +20,8 @@ Measured, on series B, for each server:
   frames/s and MB/s of frame payload, median over ``--frame-rounds`` rounds; once with the
   ``Accept-Encoding: gzip, deflate`` that every browser sends (Orthanc then gzips each frame), once with
   ``identity`` (no compression anywhere).
+For metadata and frames the server process's own CPU time per request (from /proc) is reported too: unlike
+the rates, it does not depend on how fast this client is.
 Targets: Annovox frame throughput at least Orthanc's (judged in both cases), metadata latency (p50) at most
 Orthanc's.
 
@@ -128,6 +130,11 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+def server_cpu_seconds(server: Server) -> float:
+    """CPU time the server process has used (all its threads); 0 when unknown."""
+    return process_cpu_seconds(server.process.pid) if server.process else 0.0
+
+
 # --- measuring ----------------------------------------------------------------------------------------------
 
 
@@ -163,12 +170,19 @@ def latency(server: Server, path: str, repetitions: int, *, expect: int | None =
         results = len(response.json())
         if expect is not None and results != expect:
             raise BenchError(f"GET {path}: {results} results, expected {expect}")
+        cpu_start = server_cpu_seconds(server)
         for _ in range(repetitions):
             elapsed, response = timed_get(session, url, headers)
             if response.status_code != 200:
                 raise BenchError(f"GET {path}: HTTP {response.status_code}")
             samples.append(elapsed)
-    return {**summary(samples), "first_ms": round(first * 1000, 2), "results": results}
+        cpu = server_cpu_seconds(server) - cpu_start
+    return {
+        **summary(samples),
+        "first_ms": round(first * 1000, 2),
+        "results": results,
+        "server_cpu_ms": round(cpu / max(repetitions, 1) * 1000, 2),
+    }
 
 
 def _frame_payload(response: requests.Response) -> int:
@@ -210,9 +224,10 @@ def frame_round(server: Server, built: BuiltSeries, concurrency: int, accept_enc
 
     try:
         with ThreadPoolExecutor(concurrency) as pool:
-            start = time.perf_counter()
+            cpu_start, start = server_cpu_seconds(server), time.perf_counter()
             sizes = list(pool.map(fetch, built.sop_uids))
             elapsed = time.perf_counter() - start
+            cpu = server_cpu_seconds(server) - cpu_start
     finally:
         for session in sessions:
             session.close()
@@ -226,6 +241,7 @@ def frame_round(server: Server, built: BuiltSeries, concurrency: int, accept_enc
         "frames_per_s": round(len(sizes) / elapsed, 1),
         "mb_per_s": round(sum(sizes) / elapsed / 1e6, 1),
         "content_encoding": ",".join(sorted(encodings)),
+        "server_cpu_ms_per_frame": round(cpu / len(sizes) * 1000, 2),
     }
 
 
@@ -243,6 +259,7 @@ def frames(
         "frames_per_s": statistics.median(r["frames_per_s"] for r in results),
         "mb_per_s": statistics.median(r["mb_per_s"] for r in results),
         "best_frames_per_s": best["frames_per_s"],
+        "server_cpu_ms_per_frame": statistics.median(r["server_cpu_ms_per_frame"] for r in results),
     }
 
 
@@ -513,6 +530,12 @@ def table(results: dict[str, Any]) -> str:
             *("failed" if not m else f"{m['p50_ms']:.1f} / {m['p95_ms']:.1f} ms" for m in metadata),
         )
     )
+    rows.append(
+        (
+            "series metadata: server CPU per request",
+            *(_fmt(m and m["server_cpu_ms"], " ms") for m in metadata),
+        )
+    )
     concurrency = results["parameters"]["concurrency"]
     for mode, accept_encoding in FRAME_ENCODINGS.items():
         per_server = [results["frames"].get(mode, {}).get(n) for n in SERVERS]
@@ -526,6 +549,9 @@ def table(results: dict[str, Any]) -> str:
                     for f in per_server
                 ),
             )
+        )
+        rows.append(
+            ("  server CPU per frame", *(_fmt(f and f["server_cpu_ms_per_frame"], " ms") for f in per_server))
         )
     width = max(len(r[0]) for r in rows)
     cell = max(22, *(len(r[1]) for r in rows), *(len(r[2]) for r in rows))
