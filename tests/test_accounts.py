@@ -138,3 +138,14 @@ def test_login_page_signs_in_and_out(user):
     assert out["Location"] == "/accounts/login/"
     assert client.get("/").status_code == 302
     assert client.get("/api/me/").status_code == 401
+
+
+def test_revoking_a_recently_used_token_takes_effect_at_once(user):
+    """Tokens are cached briefly; revoking one (as the admin does, by saving it) clears the cache."""
+    token = command_output("issue_token", "reader").strip()
+    client = Client()
+    assert client.get("/api/studies/", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+    stored = ApiToken.objects.get(user=user)
+    stored.revoked = True
+    stored.save()
+    assert client.get("/api/studies/", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 401
