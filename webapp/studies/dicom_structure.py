@@ -1,11 +1,13 @@
-"""A strict walk over the element structure of a DICOM data set.
+"""Walks over the element structure of DICOM files, without decoding values.
 
-pydicom reads a file that ends in the middle of an element without complaint, so a file cut short in its
-header would be stored as if complete. This walk checks that every element, item and sequence ends where its
-length says, and that the data set ends exactly at the end of the file.
+One walker serves two uses: the import's strict check (pydicom reads a file that ends in the middle of an
+element without complaint, so a file cut short in its header would be stored as if complete; every element,
+item and sequence must end where its length says, and the data set exactly at the end of the file),
+and finding the pixel data of a stored file without reading the values before it (DICOMweb frames).
 """
 
 import struct
+from collections.abc import Callable
 
 UNDEFINED = 0xFFFFFFFF
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
@@ -17,33 +19,112 @@ class StructureError(ValueError):
     pass
 
 
+Read = Callable[[int, int], bytes]
+"""``read(pos, size)``: the bytes at ``pos``; raises when the file ends first."""
+
+
+def bytes_reader(data: bytes) -> Read:
+    view = memoryview(data)
+
+    def read(pos: int, size: int) -> bytes:
+        if pos + size > len(view):
+            raise StructureError(f"element header cut short at byte {pos}")
+        return bytes(view[pos : pos + size])
+
+    return read
+
+
+def element_header(
+    read: Read, pos: int, explicit: bool, order: str, lenient_vr: bool = False
+) -> tuple[int, bytes, int, int]:
+    """Tag, VR (b"" when implicit), value length and header size of the element at ``pos``.
+
+    ``lenient_vr`` reads an element whose VR is not two capital letters as implicit VR, as a few old writers
+    put implicit VR elements where explicit ones belong.
+    """
+    group, elem = struct.unpack(order + "HH", read(pos, 4))
+    tag = (group << 16) | elem
+    vr = read(pos + 4, 2) if explicit and group != 0xFFFE else b""
+    if lenient_vr and vr and not (vr.isalpha() and vr.isupper()):
+        vr = b""
+    if not vr:
+        return tag, vr, struct.unpack(order + "I", read(pos + 4, 4))[0], 8
+    if vr in LONG_VRS:
+        return tag, vr, struct.unpack(order + "I", read(pos + 8, 4))[0], 12
+    return tag, vr, struct.unpack(order + "H", read(pos + 6, 2))[0], 8
+
+
+def _tag_text(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def skip_elements(
+    read: Read,
+    pos: int,
+    explicit: bool,
+    order: str,
+    end: int | None = None,
+    until_item_end: bool = False,
+    lenient_vr: bool = False,
+) -> int:
+    """Walk elements from ``pos`` to ``end`` or, in an undefined-length item, to its delimiter.
+
+    With ``end`` given, every value must fit before it; without, the walk goes on until ``read`` fails.
+    """
+    while end is None or pos < end:
+        tag, vr, length, size = element_header(read, pos, explicit, order, lenient_vr)
+        if tag == ITEM_END and until_item_end:
+            return pos + size
+        pos += size
+        if length == UNDEFINED:
+            # An undefined-length UN holds implicit VR little endian (PS3.5 6.2.2).
+            is_un = vr == b"UN"
+            pos = skip_sequence(read, pos, explicit and not is_un, "<" if is_un else order, end, lenient_vr)
+        else:
+            if end is not None and pos + length > end:
+                raise StructureError(
+                    f"element {_tag_text(tag)} needs {length} bytes, only {end - pos} remain"
+                )
+            pos += length
+    if until_item_end:
+        raise StructureError("item without its delimiter: the file ends inside a sequence")
+    return pos
+
+
+def skip_sequence(
+    read: Read, pos: int, explicit: bool, order: str, end: int | None = None, lenient_vr: bool = False
+) -> int:
+    """Items of an undefined-length sequence (or encapsulated pixel data) up to the sequence delimiter."""
+    while True:
+        tag, _, length, size = element_header(read, pos, False, order)
+        pos += size
+        if tag == SEQUENCE_END:
+            return pos
+        if tag != ITEM:
+            raise StructureError(f"unexpected tag {_tag_text(tag)} inside a sequence")
+        if length == UNDEFINED:
+            pos = skip_elements(read, pos, explicit, order, end, until_item_end=True, lenient_vr=lenient_vr)
+        else:
+            if end is not None and pos + length > end:
+                raise StructureError(f"sequence item needs {length} bytes, only {end - pos} remain")
+            pos += length
+
+
 def file_meta_end(data: bytes) -> int:
     """Offset of the data set: the end of the group 0002 elements after the preamble.
 
     The group length element is not trusted (some writers omit it or get it wrong): the elements are walked.
-    File meta information is explicit VR little endian; a few old writers used implicit VR, which shows as a
-    VR that is not two capital letters.
+    File meta information is explicit VR little endian; a few old writers used implicit VR.
     """
-    buf = memoryview(data)
+    read = bytes_reader(data)
     pos, end = 132, len(data)
     while pos + 8 <= end:
-        group, elem = struct.unpack_from("<HH", buf, pos)
-        if group != 0x0002:
+        if struct.unpack("<H", read(pos, 2))[0] != 0x0002:
             return pos
-        vr = bytes(buf[pos + 4 : pos + 6])
-        if not (vr.isalpha() and vr.isupper()):
-            (length,) = struct.unpack_from("<I", buf, pos + 4)
-            pos += 8
-        elif vr in LONG_VRS:
-            if pos + 12 > end:
-                break
-            (length,) = struct.unpack_from("<I", buf, pos + 8)
-            pos += 12
-        else:
-            (length,) = struct.unpack_from("<H", buf, pos + 6)
-            pos += 8
+        tag, _, length, size = element_header(read, pos, True, "<", lenient_vr=True)
+        pos += size
         if length == UNDEFINED or pos + length > end:
-            raise StructureError(f"file meta element (0002,{elem:04X}) is cut short")
+            raise StructureError(f"file meta element {_tag_text(tag)} is cut short")
         pos += length
     if pos == end:
         return pos
@@ -52,66 +133,8 @@ def file_meta_end(data: bytes) -> int:
 
 def check_dataset_structure(data: bytes, offset: int, implicit_vr: bool, little_endian: bool) -> None:
     """Raise :class:`StructureError` unless ``data[offset:]`` is one complete data set."""
-    end = _walk(memoryview(data), offset, len(data), implicit_vr, "<" if little_endian else ">", nested=False)
+    end = skip_elements(
+        bytes_reader(data), offset, not implicit_vr, "<" if little_endian else ">", end=len(data)
+    )
     if end != len(data):
         raise StructureError(f"data set ends at byte {end} of {len(data)}")
-
-
-def _walk(buf: memoryview, pos: int, end: int, implicit: bool, order: str, nested: bool) -> int:
-    """Walk elements from ``pos`` until ``end``; in an undefined-length item, until its delimiter."""
-    while pos < end:
-        if pos + 8 > end:
-            raise StructureError(f"element header cut short at byte {pos}")
-        group, elem = struct.unpack_from(order + "HH", buf, pos)
-        tag = (group << 16) | elem
-        if tag == ITEM_END and nested:
-            return pos + 8
-        if implicit or group == 0xFFFE:
-            (length,) = struct.unpack_from(order + "I", buf, pos + 4)
-            vr = b""
-            pos += 8
-        else:
-            vr = bytes(buf[pos + 4 : pos + 6])
-            if vr in LONG_VRS:
-                if pos + 12 > end:
-                    raise StructureError(f"element header cut short at byte {pos}")
-                (length,) = struct.unpack_from(order + "I", buf, pos + 8)
-                pos += 12
-            else:
-                (length,) = struct.unpack_from(order + "H", buf, pos + 6)
-                pos += 8
-        if length == UNDEFINED:
-            pos = _walk_sequence(buf, pos, end, implicit, order, explicit_little=(vr == b"UN"))
-        else:
-            if pos + length > end:
-                raise StructureError(
-                    f"element ({group:04X},{elem:04X}) needs {length} bytes, only {end - pos} remain"
-                )
-            pos += length
-    if nested:
-        raise StructureError("item without its delimiter: the file ends inside a sequence")
-    return pos
-
-
-def _walk_sequence(
-    buf: memoryview, pos: int, end: int, implicit: bool, order: str, explicit_little: bool
-) -> int:
-    """Items of an undefined-length sequence (or encapsulated pixel data) up to the sequence delimiter."""
-    if explicit_little:  # an undefined-length UN is implicit VR little endian inside (PS3.5 6.2.2)
-        implicit, order = True, "<"
-    while True:
-        if pos + 8 > end:
-            raise StructureError("sequence without its delimiter: the file ends inside it")
-        group, elem, length = struct.unpack_from(order + "HHI", buf, pos)
-        tag = (group << 16) | elem
-        pos += 8
-        if tag == SEQUENCE_END:
-            return pos
-        if tag != ITEM:
-            raise StructureError(f"unexpected tag ({group:04X},{elem:04X}) inside a sequence")
-        if length == UNDEFINED:
-            pos = _walk(buf, pos, end, implicit, order, nested=True)
-        else:
-            if pos + length > end:
-                raise StructureError(f"sequence item needs {length} bytes, only {end - pos} remain")
-            pos += length

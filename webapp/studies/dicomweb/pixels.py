@@ -28,7 +28,7 @@ from pydicom.pixels import iter_pixels
 from pydicom.pixels.processing import apply_color_lut
 from pydicom.uid import UID
 
-from ..dicom_structure import ITEM, ITEM_END, LONG_VRS, SEQUENCE_END, UNDEFINED
+from ..dicom_structure import ITEM, SEQUENCE_END, UNDEFINED, StructureError, element_header, skip_sequence
 from .dicomjson import first_value
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -154,48 +154,6 @@ class _Reader:
         return struct.unpack(fmt, self.read(pos, struct.calcsize(fmt)))
 
 
-def _header(reader: _Reader, pos: int, explicit: bool, order: str) -> tuple[int, bytes, int, int]:
-    """Tag, VR (b"" when implicit), value length and header size of the element at ``pos``."""
-    group, elem = reader.unpack(order + "HH", pos)
-    vr = reader.read(pos + 4, 2) if explicit and group != 0xFFFE else b""
-    if vr and not (vr.isalpha() and vr.isupper()):
-        vr = b""  # an implicit VR element where explicit was expected (old file meta writers)
-    if not vr:
-        return (group << 16) | elem, vr, reader.unpack(order + "I", pos + 4)[0], 8
-    if vr in LONG_VRS:
-        return (group << 16) | elem, vr, reader.unpack(order + "I", pos + 8)[0], 12
-    return (group << 16) | elem, vr, reader.unpack(order + "H", pos + 6)[0], 8
-
-
-def _skip_sequence(reader: _Reader, pos: int, explicit: bool, order: str) -> int:
-    """End of an undefined-length sequence starting at its first item."""
-    while True:
-        tag, _, length, size = _header(reader, pos, False, order)
-        pos += size
-        if tag == SEQUENCE_END:
-            return pos
-        if tag != ITEM:
-            raise PixelDataError(f"unexpected tag {tag:08X} inside a sequence")
-        pos = (
-            _skip_elements(reader, pos, explicit, order, until_item_end=True)
-            if length == UNDEFINED
-            else pos + length
-        )
-
-
-def _skip_elements(reader: _Reader, pos: int, explicit: bool, order: str, until_item_end: bool) -> int:
-    while True:
-        tag, vr, length, size = _header(reader, pos, explicit, order)
-        if tag == ITEM_END and until_item_end:
-            return pos + size
-        pos += size
-        if length == UNDEFINED:
-            # An undefined-length UN holds implicit VR little endian (PS3.5 6.2.2).
-            pos = _skip_sequence(reader, pos, explicit and vr != b"UN", order if vr != b"UN" else "<")
-        else:
-            pos += length
-
-
 def _locate(file: IO[bytes], transfer_syntax: str) -> _Location:
     """Position of the top-level pixel data element of a Part 10 file."""
     reader = _Reader(file)
@@ -205,29 +163,37 @@ def _locate(file: IO[bytes], transfer_syntax: str) -> _Location:
     syntax = UID(transfer_syntax)
     explicit = not (syntax.is_transfer_syntax and syntax.is_implicit_VR)
     order = ">" if syntax.is_transfer_syntax and not syntax.is_little_endian else "<"
-    while True:
-        try:
-            group = reader.unpack("<H", pos)[0]
-        except PixelDataError:
-            raise PixelDataError("the stored file has no pixel data") from None
-        in_meta = group == 0x0002  # file meta information is always explicit VR little endian
-        tag, vr, length, size = _header(reader, pos, True if in_meta else explicit, "<" if in_meta else order)
-        if tag in PIXEL_TAGS:
-            location = _Location(tag, pos + size, length)
-            return _with_fragments(reader, location) if length == UNDEFINED else location
-        if tag > LAST_PIXEL_TAG and not in_meta:
-            raise PixelDataError("the stored file has no pixel data")
-        pos += size
-        if length == UNDEFINED:
-            pos = _skip_sequence(reader, pos, explicit and vr != b"UN", order if vr != b"UN" else "<")
-        else:
-            pos += length
+    try:
+        while True:
+            try:
+                group = reader.unpack("<H", pos)[0]
+            except PixelDataError:
+                raise PixelDataError("the stored file has no pixel data") from None
+            in_meta = group == 0x0002  # file meta information is always explicit VR little endian
+            tag, vr, length, size = element_header(
+                reader.read, pos, True if in_meta else explicit, "<" if in_meta else order, lenient_vr=True
+            )
+            if tag in PIXEL_TAGS:
+                location = _Location(tag, pos + size, length)
+                return _with_fragments(reader, location) if length == UNDEFINED else location
+            if tag > LAST_PIXEL_TAG and not in_meta:
+                raise PixelDataError("the stored file has no pixel data")
+            pos += size
+            if length == UNDEFINED:
+                is_un = vr == b"UN"
+                pos = skip_sequence(
+                    reader.read, pos, explicit and not is_un, "<" if is_un else order, lenient_vr=True
+                )
+            else:
+                pos += length
+    except StructureError as exc:
+        raise PixelDataError(f"damaged stored file: {exc}") from exc
 
 
 def _with_fragments(reader: _Reader, location: _Location) -> _Location:
     """Add the fragments of each frame of encapsulated pixel data, from the item headers."""
     pos = location.offset
-    tag, _, length, _ = _header(reader, pos, False, "<")
+    tag, _, length, _ = element_header(reader.read, pos, False, "<")
     if tag != ITEM:
         raise PixelDataError("encapsulated pixel data does not start with an offset table item")
     offsets = list(struct.unpack(f"<{length // 4}I", reader.read(pos + 8, length))) if length else []
@@ -235,7 +201,7 @@ def _with_fragments(reader: _Reader, location: _Location) -> _Location:
     first_item = pos
     fragments = []  # (start of the item relative to the first fragment, value offset, length)
     while True:
-        tag, _, length, _ = _header(reader, pos, False, "<")
+        tag, _, length, _ = element_header(reader.read, pos, False, "<")
         if tag == SEQUENCE_END:
             break
         if tag != ITEM or length == UNDEFINED:
