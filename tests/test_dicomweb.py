@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import io
 import json
@@ -12,6 +13,9 @@ import numpy as np
 import pydicom
 import pytest
 from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
 from django.test import Client, override_settings
 from PIL import Image
 from pydicom.encaps import generate_frames
@@ -552,6 +556,86 @@ def test_multi_frame_seg_frames(api: Client, shared_data: Path) -> None:
     assert response.status_code == 404 and "3 frame" in response.json()["detail"]
     assert api.get(f"{instance_url(nonbyte)}/frames/0").status_code == 400
     assert api.get(f"{instance_url(nonbyte)}/frames/1,x").status_code == 400
+
+
+# --- frames served without Django's request handler (webapp.studies.dicomweb.frame_server) -----------------
+
+
+def asgi_get(path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    """A GET through the ASGI application that Daphne serves, as status, headers and body.
+
+    Like Django's test client, it keeps the request signals from closing the test's database connection."""
+    from webapp.asgi import application
+
+    raw_headers = [(b"host", b"testserver"), *((k.lower().encode(), v.encode()) for k, v in headers.items())]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "headers": raw_headers,
+        "client": ("127.0.0.1", 50000), "server": ("testserver", 80),
+    }  # fmt: skip
+    messages: list[dict] = []
+    requests = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive() -> dict:
+        if requests:
+            return requests.pop()
+        await asyncio.Event().wait()  # the client stays connected; the server cancels this when it is done
+        raise AssertionError("unreachable")
+
+    async def send(message: dict) -> None:
+        messages.append(message)
+
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        async_to_sync(application)(scope, receive, send)
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
+    start = messages[0]
+    answer_headers = {name.decode().lower(): value.decode() for name, value in start["headers"]}
+    return start["status"], answer_headers, b"".join(m.get("body", b"") for m in messages[1:])
+
+
+def test_frames_without_the_request_handler_match_the_view(
+    api: Client, shared_data: Path, token: str, django_user_model
+) -> None:  # type: ignore[no-untyped-def]
+    paths = store(shared_data, f"{CT_RAW}/CT_0270.dcm", f"{PYDICOM_DATA}/liver_rle.dcm")
+    browser = Client()
+    browser.force_login(django_user_model.objects.get(username="reader"))
+    session = f"{settings.SESSION_COOKIE_NAME}={browser.cookies[settings.SESSION_COOKIE_NAME].value}"
+    for path, frames in zip(paths, ("1", "3,1"), strict=True):
+        url = f"{instance_url(dataset(path))}/frames/{frames}"
+        expected = api.get(url, HTTP_ACCEPT=OCTET_STREAM)
+        for credentials in ({"Authorization": f"Bearer {token}"}, {"Cookie": session}):
+            status, headers, body = asgi_get(url, {"Accept": OCTET_STREAM, **credentials})
+            assert status == 200
+            assert headers["content-length"] == str(len(body))
+            assert headers["x-content-type-options"] == "nosniff"
+            boundary = headers["content-type"].split("boundary=")[1].strip('"')
+            expected_boundary = expected["Content-Type"].split("boundary=")[1].strip('"')
+            assert body == expected.content.replace(expected_boundary.encode(), boundary.encode())
+
+
+def test_frames_without_the_request_handler_refuse_like_the_view(token: str, shared_data: Path) -> None:
+    (path,) = store(shared_data, f"{CT_RAW}/CT_0270.dcm")
+    url = f"{instance_url(dataset(path))}/frames/1"
+    status, headers, body = asgi_get(url, {})
+    assert status == 401 and headers["www-authenticate"].startswith("Bearer")
+    assert asgi_get(url, {"Authorization": "Bearer wrong"})[0] == 401
+    assert asgi_get(url, {"Cookie": f"{settings.SESSION_COOKIE_NAME}=no-such-session"})[0] == 401
+    status, _, body = asgi_get(url.replace("/frames/1", "/frames/2"), {"Authorization": f"Bearer {token}"})
+    assert status == 404 and b"1 frame" in body
+    assert asgi_get(url, {"Authorization": f"Bearer {token}", "Accept": "image/png"})[0] == 406
+
+
+@override_settings(CORS_ALLOWED_ORIGINS=["https://viewer.example"])
+def test_cross_origin_frames_go_through_django_for_cors() -> None:
+    url = "/dicomweb/studies/1.2/series/3.4/instances/5.6/frames/1"
+    status, headers, _ = asgi_get(url, {"Origin": "https://viewer.example"})
+    assert status == 401
+    assert headers["access-control-allow-origin"] == "https://viewer.example"
 
 
 def test_many_frames_of_a_large_seg(api: Client, shared_data: Path) -> None:

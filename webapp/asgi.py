@@ -2,11 +2,22 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
+from django.core.handlers.asgi import ASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # as get_asgi_application() does: each request's root_path sets the prefix
+
+
+class AnnovoxASGIHandler(ASGIHandler):
+    # Django sends a response body in 64 KiB messages and the server handles each one separately: for a
+    # 512 KiB frame or bulk-data response that was a quarter of the server's time. Streamed responses still
+    # go out block by block.
+    chunk_size = 4 * 1024 * 1024
+
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402  (Django must be set up first)
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+from webapp.studies.dicomweb.frame_server import FrameServer  # noqa: E402
+
+application = ProtocolTypeRouter({"http": FrameServer(AnnovoxASGIHandler())})

@@ -2,6 +2,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from .middleware import INVALID_TOKEN
 from .tokens import bearer_from_header, user_for_token
 
 
@@ -14,7 +15,7 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
             return None
         user = user_for_token(raw)
         if user is None:
-            raise exceptions.AuthenticationFailed("Invalid or revoked API token.")
+            raise exceptions.AuthenticationFailed(INVALID_TOKEN)
         return (user, raw)
 
     def authenticate_header(self, request: Request) -> str:
