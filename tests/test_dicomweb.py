@@ -616,6 +616,8 @@ def test_frames_without_the_request_handler_match_the_view(
             boundary = headers["content-type"].split("boundary=")[1].strip('"')
             expected_boundary = expected["Content-Type"].split("boundary=")[1].strip('"')
             assert body == expected.content.replace(expected_boundary.encode(), boundary.encode())
+    browser.logout()  # forgets the remembered session user at once
+    assert asgi_get(url, {"Accept": OCTET_STREAM, "Cookie": session})[0] == 401
 
 
 def test_frames_without_the_request_handler_refuse_like_the_view(token: str, shared_data: Path) -> None:
