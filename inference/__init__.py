@@ -1,5 +1,16 @@
 """The Annovox inference engine: promptable 3D segmentation (the nnInteractive method).
 
-A plain Python library that never imports Django (see DESIGN.md). Its implementation is the subject of the
-engine issue; this package exists so the layout is in place.
+A plain Python library that never imports Django (see DESIGN.md). Models: docs/engine.md.
 """
+
+from inference.errors import EngineError, ModelError, PromptError
+from inference.model import InteractionConfig, Model, load_model
+
+__all__ = [
+    "EngineError",
+    "InteractionConfig",
+    "Model",
+    "ModelError",
+    "PromptError",
+    "load_model",
+]
