@@ -265,12 +265,14 @@ def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     Loaded with ``weights_only=True``: tensors and plain data only, so a checkpoint cannot run code. ``mmap``
     maps the tensors from the file instead of reading them.
     """
+    if not zipfile.is_zipfile(path):
+        raise ModelError(f"{path}: not a torch checkpoint (torch.save's zip format)")
     try:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         raise ModelError(
-            f"{path}: refusing to load objects other than tensors and plain data: {str(error)[:600]}"
+            f"{path}: cannot be read as tensors and plain data only (weights_only): {str(error)[:600]}"
         ) from error
     except (OSError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as error:
         raise ModelError(f"{path}: not a readable torch checkpoint: {error}") from error

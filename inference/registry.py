@@ -165,7 +165,7 @@ def _fetch(spec: Downloadable, staging: Path, mirror: Path | None) -> None:
 
 def _install(source: Path, name: str | None, *, replace: bool, root: Path, move: bool) -> ModelInfo:
     inspect_model_folder(source)
-    name = name or source.resolve().name
+    name = source.resolve().name if name is None else name
     if not _is_name(name) or name == DEFAULT_NAME:
         raise ModelError(
             f"{name!r} cannot name a model: use letters, digits, '.', '_' and '-', and not 'default'"
@@ -175,7 +175,7 @@ def _install(source: Path, name: str | None, *, replace: bool, root: Path, move:
         return inspect_model_folder(destination)
     if destination.exists() and not replace:
         raise ModelError(
-            f"a model named {name!r} is already registered at {destination}; replace it explicitly"
+            f"a model named {name!r} is already registered at {destination} (use --replace to replace it)"
         )
     root.mkdir(parents=True, exist_ok=True)
     # Build the copy under a hidden name and rename it into place: a half-copied model is never visible.
