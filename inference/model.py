@@ -83,14 +83,13 @@ class Model:
     def warmup(self) -> None:
         """One forward pass, so that the first prompt does not pay cuDNN's algorithm search or compilation.
 
-        A plain CPU network has nothing to warm up; then this does nothing (one pass of the v1.0 network takes
-        minutes on a few cores).
+        On CPU (never compiled, see load_model) there is nothing to warm up and this does nothing: one pass of
+        the v1.0 network takes minutes on a few cores.
         """
-        if self.device.type != "cuda" and self._forward is self.network:
+        if self.device.type != "cuda":
             return
         self.predict_logits(torch.zeros((1, self.num_input_channels, *self.patch_size)))
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        torch.cuda.synchronize(self.device)
 
     def memory_bytes(self) -> int:
         """Bytes held by the network's parameters and buffers."""
