@@ -5,6 +5,7 @@ A plain Python library that never imports Django (see DESIGN.md). Models: docs/e
 
 from inference.errors import EngineError, ModelError, PromptError
 from inference.model import InteractionConfig, Model, load_model
+from inference.session import Result, Session
 
 __all__ = [
     "EngineError",
@@ -12,5 +13,7 @@ __all__ = [
     "Model",
     "ModelError",
     "PromptError",
+    "Result",
+    "Session",
     "load_model",
 ]
