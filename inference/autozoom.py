@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from inference.prompts import (
+    FP16_MAX,
     Box,
     Index3,
     box_size,
@@ -157,11 +158,17 @@ class Predictor:
 
     def _downsample_channels(self, channels: torch.Tensor, zoom: float) -> torch.Tensor:
         window = _nearest_odd(zoom * 2 - 1)
+        # Area averaging of float16 on CPU sums in float16 (as the reference does there): exact parity, but
+        # a window of prompts stored at a high intensity (hundreds of prompts into a session) would sum to
+        # infinity. Then average in float32 instead.
+        overflow = self.intensity * (math.ceil(zoom) + 1) ** 3 > FP16_MAX
         out = torch.empty((channels.shape[0], *self.patch), dtype=channels.dtype, device=channels.device)
         for c in range(channels.shape[0]):
             channel = channels[c][None, None]
             if window > 1 and c in self.thin_channels:
                 channel = _max_filter(channel, window)
+            if overflow:
+                channel = channel.float()
             out[c] = F.interpolate(channel, self.patch, mode="area")[0, 0]
         return out
 

@@ -105,7 +105,6 @@ class _Image:
             np.issubdtype(image.dtype, np.integer) and image.dtype.itemsize <= 4
         )
         self.array = np.array(image, dtype=image.dtype if keep else np.float32, order="C", copy=True)
-        self.array.flags.writeable = False
         occupied = [
             np.flatnonzero(np.any(self.array != 0, axis=tuple(a for a in range(3) if a != d)))
             for d in range(3)
@@ -238,7 +237,11 @@ class Session:
         self.max_refinement_patches = max_refinement_patches
         self.spacing: tuple[float, float, float] | None = None
         config = model.interaction
-        self._thin = frozenset((*config.point_channels, *config.scribble_channels))
+        # Points and scribbles are widened before a zoomed-out crop is downsampled, so they do not fade away.
+        thin = (config.point_channels if config.supports_points else ()) + (
+            config.scribble_channels if config.supports_scribble else ()
+        )
+        self._thin = frozenset(thin)
         self._lock = threading.RLock()
         self._image: _Image | None = None
         self._mask: _PackedMask | None = None
