@@ -190,7 +190,8 @@ class Predictor:
         m = [COVER_MARGIN if p > 2 * COVER_MARGIN else p // 8 for p in self.patch]
         margin = (m[0], m[1], m[2])
         rng = np.random.RandomState(COVER_SEED)
-        local = cover(diff, self.patch, margin, rng)
+        limit = math.inf if self.max_patches is None else self.max_patches
+        local = cover(diff, self.patch, margin, rng, limit)
         if not local:
             return self._fallback_box(centre)
         offset = [lo for lo, _ in planning]
@@ -198,8 +199,6 @@ class Predictor:
             make_box([b[d][0] + offset[d] for d in range(3)], [b[d][1] + offset[d] for d in range(3)])
             for b in local
         ]
-        if self.max_patches is not None:
-            boxes = boxes[: self.max_patches]
         return boxes
 
     def _refine(self, boxes: list[Box], coarse: torch.Tensor, crop: Box) -> tuple[Box, np.ndarray]:
@@ -319,6 +318,7 @@ def cover(
     patch: Index3,
     margin: Index3,
     rng: np.random.RandomState,
+    limit: float = math.inf,
     depth: int = 0,
     stride: Sequence[int] | None = None,
 ) -> list[Box]:
@@ -327,12 +327,13 @@ def cover(
 
     Greedy: candidate centres lie on a grid (a quarter of the object's extent apart) over the object; each
     step takes the candidate covering the most uncovered voxels. A grid that misses the object is refined up
-    to COVER_MAX_DEPTH times; what the grid cannot reach is covered from sampled centres.
+    to COVER_MAX_DEPTH times; what the grid cannot reach is covered from sampled centres. With a `limit`, the
+    first `limit` boxes of that sequence.
     """
     if not bool(mask.any()):
         return []
     if depth > COVER_MAX_DEPTH:
-        return _sampled_cover(mask.clone(), patch, margin, rng, COVER_SAMPLES_STUCK)
+        return _sampled_cover(mask.clone(), patch, margin, rng, COVER_SAMPLES_STUCK, limit)
     shape = mask.shape
     nonzero = [torch.nonzero(mask.any(dim=tuple(a for a in range(3) if a != d))).flatten() for d in range(3)]
     first = [int(n[0]) for n in nonzero]
@@ -343,10 +344,10 @@ def cover(
     grid = torch.cartesian_prod(*axes)
     centres = grid[mask[grid[:, 0], grid[:, 1], grid[:, 2]]]
     if len(centres) == 0:
-        return cover(mask, patch, margin, rng, depth + 1, [max(1, s // 2) for s in stride])
+        return cover(mask, patch, margin, rng, limit, depth + 1, [max(1, s // 2) for s in stride])
     uncovered = mask.clone()
     boxes: list[Box] = []
-    while len(centres) > 0 and bool(uncovered.any()):
+    while len(centres) > 0 and bool(uncovered.any()) and len(boxes) < limit:
         lo, hi = _covered(centres, patch, margin, shape)
         counts = _counts(_integral(uncovered), lo, hi)
         best = int(torch.argmax(counts))
@@ -356,18 +357,23 @@ def cover(
         a, b = lo[best].tolist(), hi[best].tolist()
         uncovered[a[0] : b[0], a[1] : b[1], a[2] : b[2]] = False
         centres = centres[uncovered[centres[:, 0], centres[:, 1], centres[:, 2]]]
-    if bool(uncovered.any()):
-        boxes.extend(_sampled_cover(uncovered, patch, margin, rng, COVER_SAMPLES_REST))
+    if bool(uncovered.any()) and len(boxes) < limit:
+        boxes.extend(_sampled_cover(uncovered, patch, margin, rng, COVER_SAMPLES_REST, limit - len(boxes)))
     return boxes
 
 
 def _sampled_cover(
-    mask: torch.Tensor, patch: Index3, margin: Index3, rng: np.random.RandomState, samples: int
+    mask: torch.Tensor,
+    patch: Index3,
+    margin: Index3,
+    rng: np.random.RandomState,
+    samples: int,
+    limit: float,
 ) -> list[Box]:
     """Cover what is left (mask is consumed): each step samples centres among the voxels still uncovered and
     takes the one covering the most."""
     boxes: list[Box] = []
-    while bool(mask.any()):
+    while bool(mask.any()) and len(boxes) < limit:
         voxels = torch.nonzero(mask)
         picks = voxels[[rng.choice(len(voxels)) for _ in range(samples)]]
         lo, hi = _covered(picks, patch, margin, mask.shape)

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from inference import EngineError, PromptError, Result, Session, load_model
-from inference.autozoom import Plan, Predictor
+from inference.autozoom import COVER_SEED, Plan, Predictor, cover
 from inference.model import Model
 from inference.prompts import box_size
 from inference.session import CPU_MAX_REFINEMENT_PATCHES
@@ -417,3 +417,11 @@ def test_zoomed_out_channels_stay_finite_at_high_intensity():
     predictor.segment(Plan((32, 32, 32), 4.0))
     assert torch.isfinite(seen[0]).all()
     assert seen[0][0, 2:].max() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_refinement_cover_limit_keeps_the_first_boxes() -> None:
+    mask = torch.zeros((70, 80, 90), dtype=torch.bool)
+    mask[5:60, 10:70, 20:85] = True
+    boxes = cover(mask, (64, 64, 64), (24, 24, 24), np.random.RandomState(COVER_SEED))
+    assert len(boxes) > 3
+    assert cover(mask, (64, 64, 64), (24, 24, 24), np.random.RandomState(COVER_SEED), limit=3) == boxes[:3]
