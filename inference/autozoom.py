@@ -162,9 +162,11 @@ class Predictor:
         # a window of prompts stored at a high intensity (hundreds of prompts into a session) would sum to
         # infinity. Then average in float32 instead.
         overflow = self.intensity * (math.ceil(zoom) + 1) ** 3 > FP16_MAX
-        out = torch.empty((channels.shape[0], *self.patch), dtype=channels.dtype, device=channels.device)
+        out = torch.zeros((channels.shape[0], *self.patch), dtype=channels.dtype, device=channels.device)
         for c in range(channels.shape[0]):
             channel = channels[c][None, None]
+            if not bool(channel.any()):  # most channels hold no prompt in the crop: their average is zero
+                continue
             if window > 1 and c in self.thin_channels:
                 channel = _max_filter(channel, window)
             if overflow:
