@@ -273,7 +273,10 @@ class Session:
         if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
             raise PromptError("the image holds NaN or infinite values")
         if spacing is not None:
-            values = tuple(float(s) for s in spacing)
+            try:
+                values = tuple(float(s) for s in spacing)
+            except (TypeError, ValueError) as error:
+                raise PromptError(f"spacing must be three positive numbers, got {spacing!r}") from error
             if len(values) != 3 or not all(np.isfinite(s) and s > 0 for s in values):
                 raise PromptError(f"spacing must be three positive numbers, got {spacing!r}")
         normalised = _Image(image)
@@ -538,7 +541,12 @@ class Session:
         )
         session.set_image(image, spacing)
         for entry in record:
-            session._apply(entry)
+            try:
+                session._apply(entry)
+            except (KeyError, TypeError, ValueError, zlib.error) as error:
+                if isinstance(error, PromptError):
+                    raise
+                raise PromptError(f"malformed record entry {str(entry)[:200]}: {error!r}") from error
         return session
 
     def _apply(self, entry: dict[str, Any]) -> None:
@@ -566,13 +574,17 @@ class Session:
             raise PromptError(f"unknown prompt type in the record: {kind!r}")
 
     def memory_bytes(self) -> int:
-        """Bytes this session holds beyond its model: image, mask, prompts, undo steps."""
+        """Bytes this session holds beyond its model: image, mask, prompts, record, undo steps."""
         with self._lock:
             total = 0
             if self._image is not None and self._mask is not None:
                 total += self._image.array.nbytes + self._mask.bits.nbytes
             stamps = {id(s): s for step in self._undo for s in step.stamps} | {id(s): s for s in self._stamps}
             total += sum(s.nbytes for s in stamps.values())
+            entries = {id(e): e for step in self._undo for e in step.record} | {
+                id(e): e for e in self._record
+            }
+            total += sum(len(e["mask"]["bits"]) for e in entries.values() if "mask" in e)
             total += sum(len(step.previous) for step in self._undo)
             return total
 

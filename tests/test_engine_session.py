@@ -195,8 +195,9 @@ def test_bad_images_are_refused(model: Model, image: np.ndarray):
     ]:
         with pytest.raises(PromptError):
             session.set_image(bad)  # type: ignore[arg-type]
-    with pytest.raises(PromptError):
-        session.set_image(image, spacing=(1.0, 0.0, 2.0))
+    for spacing in [(1.0, 0.0, 2.0), (1.0, 2.0), "abc", (1.0, None, 2.0)]:
+        with pytest.raises(PromptError):
+            session.set_image(image, spacing=spacing)  # type: ignore[arg-type]
     np.testing.assert_array_equal(session.mask, mask)
     assert len(session.record) == 1
 
@@ -275,6 +276,9 @@ def test_replay_after_eviction(model: Model, image: np.ndarray):
     replayed = Session.replay(model, image, record, autozoom=True, max_refinement_patches=2)
     np.testing.assert_array_equal(replayed.mask, mask)
     assert replayed.record == record
+    for broken in ([{"type": "point"}], [{"type": "ellipse"}], [{"type": "box", "start": [0, 0], "stop": 3}]):
+        with pytest.raises(PromptError):
+            Session.replay(model, image, broken)
 
 
 def test_no_transposition(model: Model, image: np.ndarray):
