@@ -48,6 +48,11 @@ async def authenticate_without_middleware(request: HttpRequest) -> HttpResponse 
             request, session_key
         )
         return None
+    return await _authenticate_token(request, raw)
+
+
+async def _authenticate_token(request: HttpRequest, raw: str) -> HttpResponse | None:
+    """Sets ``request.user`` to the token's user, or returns the 401 response for an invalid token."""
     user = cached_user_for_token(raw) or await sync_to_async(user_for_token)(raw)
     if user is None:
         return invalid_token_response()
@@ -84,9 +89,6 @@ class BearerTokenMiddleware:
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         raw = bearer_from_header(request.headers.get("Authorization"))
-        if raw is not None:
-            user = cached_user_for_token(raw) or await sync_to_async(user_for_token)(raw)
-            if user is None:
-                return invalid_token_response()
-            _accept_token_user(request, user)
+        if raw is not None and (rejection := await _authenticate_token(request, raw)) is not None:
+            return rejection
         return await self.get_response(request)  # type: ignore[misc]
