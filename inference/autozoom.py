@@ -142,37 +142,18 @@ class Predictor:
     def _predict_crop(self, centre: Index3, zoom: float) -> tuple[Box, torch.Tensor, torch.Tensor]:
         """Predict in the crop of `zoom` patches around `centre`: (crop, prediction at patch size (uint8),
         previous segmentation at patch size)."""
-        size = [round(p * zoom) for p in self.patch]
-        crop = centred_box(centre, size)
-        image = self.scene.image(crop).to(self.device)
-        channels = self.scene.channels(crop).to(self.device)
-        if tuple(size) != self.patch:
-            previous = F.interpolate(channels[self.prev_seg][None, None], self.patch, mode="nearest")[0, 0]
-            channels = self._downsample_channels(channels, zoom)
-            image = F.interpolate(image[None], self.patch, mode="trilinear")[0]
-        else:
-            previous = channels[self.prev_seg].clone()
-        normalise_channels(channels, self.intensity, self.prev_seg)
-        logits = self.predict(torch.cat((image, channels))[None])
+        crop, batch, previous = crop_input(
+            self.scene,
+            centre,
+            zoom,
+            self.patch,
+            self.prev_seg,
+            self.thin_channels,
+            self.intensity,
+            self.device,
+        )
+        logits = self.predict(batch[None])
         return crop, logits[0].argmax(0).to(torch.uint8), previous
-
-    def _downsample_channels(self, channels: torch.Tensor, zoom: float) -> torch.Tensor:
-        window = _nearest_odd(zoom * 2 - 1)
-        # Area averaging of float16 on CPU sums in float16 (as the reference does there): exact parity, but
-        # a window of prompts stored at a high intensity (hundreds of prompts into a session) would sum to
-        # infinity. Then average in float32 instead.
-        overflow = self.intensity * (math.ceil(zoom) + 1) ** 3 > FP16_MAX
-        out = torch.zeros((channels.shape[0], *self.patch), dtype=channels.dtype, device=channels.device)
-        for c in range(channels.shape[0]):
-            channel = channels[c][None, None]
-            if not bool(channel.any()):  # most channels hold no prompt in the crop: their average is zero
-                continue
-            if window > 1 and c in self.thin_channels:
-                channel = _max_filter(channel, window)
-            if overflow:
-                channel = channel.float()
-            out[c] = F.interpolate(channel, self.patch, mode="area")[0, 0]
-        return out
 
     # --- refinement ---------------------------------------------------------------------------------------
 
@@ -230,6 +211,54 @@ class Predictor:
             if part is not None:
                 result[local_slices(part, inside)] = seen[local_slices(part, hull)].bool()
         return inside, result.cpu().numpy()
+
+
+def crop_input(
+    scene: Scene,
+    centre: Sequence[int],
+    zoom: float,
+    patch: Index3,
+    prev_seg: int,
+    thin_channels: frozenset[int],
+    intensity: float,
+    device: torch.device,
+) -> tuple[Box, torch.Tensor, torch.Tensor]:
+    """The network input for the crop of `zoom` patches around `centre`: (crop, input (C, *patch) with the
+    image first, previous segmentation at patch size). Training builds its inputs with this too, so that the
+    network learns on exactly what it is given here."""
+    size = [round(p * zoom) for p in patch]
+    crop = centred_box(centre, size)
+    image = scene.image(crop).to(device)
+    channels = scene.channels(crop).to(device)
+    if tuple(size) != patch:
+        previous = F.interpolate(channels[prev_seg][None, None], patch, mode="nearest")[0, 0]
+        channels = _downsample_channels(channels, zoom, patch, thin_channels, intensity)
+        image = F.interpolate(image[None], patch, mode="trilinear")[0]
+    else:
+        previous = channels[prev_seg].clone()
+    normalise_channels(channels, intensity, prev_seg)
+    return crop, torch.cat((image, channels)), previous
+
+
+def _downsample_channels(
+    channels: torch.Tensor, zoom: float, patch: Index3, thin_channels: frozenset[int], intensity: float
+) -> torch.Tensor:
+    window = _nearest_odd(zoom * 2 - 1)
+    # Area averaging of float16 on CPU sums in float16 (as the reference does there): exact parity, but
+    # a window of prompts stored at a high intensity (hundreds of prompts into a session) would sum to
+    # infinity. Then average in float32 instead.
+    overflow = intensity * (math.ceil(zoom) + 1) ** 3 > FP16_MAX
+    out = torch.zeros((channels.shape[0], *patch), dtype=channels.dtype, device=channels.device)
+    for c in range(channels.shape[0]):
+        channel = channels[c][None, None]
+        if not bool(channel.any()):  # most channels hold no prompt in the crop: their average is zero
+            continue
+        if window > 1 and c in thin_channels:
+            channel = _max_filter(channel, window)
+        if overflow:
+            channel = channel.float()
+        out[c] = F.interpolate(channel, patch, mode="area")[0, 0]
+    return out
 
 
 def _nearest_odd(value: float) -> int:

@@ -10,7 +10,7 @@ from torch import nn
 
 from inference.errors import ModelError
 from inference.model_folder import InteractionConfig, ModelInfo, build_network, open_model_folder
-from inference.registry import resolve
+from inference.registry import configured_model, resolve
 
 __all__ = ["InteractionConfig", "Model", "ModelInfo", "load_model"]
 
@@ -98,14 +98,15 @@ class Model:
 
 
 def load_model(
-    source: str | os.PathLike[str],
+    source: str | os.PathLike[str] | None = None,
     device: str | torch.device = "cpu",
     *,
     threads: int | None = None,
     compile: bool = False,
     warmup: bool = True,
 ) -> Model:
-    """Load a model folder (a path, or a name in the model registry) onto ``device``.
+    """Load a model folder (a path, or a name in the model registry) onto ``device``; without ``source``,
+    the configured model (``$ANNOVOX_MODEL``, else the shipped default).
 
     ``device``: "cpu", "cuda" or "cuda:N". ``threads``: torch's CPU thread count (a process-wide setting).
     ``compile``: torch.compile the network (CUDA only; ignored with a warning on CPU, where the network spends
@@ -122,7 +123,7 @@ def load_model(
         compile = False
     if target.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every pass has the same input shape: tune the algorithms once
-    folder, checkpoint = open_model_folder(resolve(source))
+    folder, checkpoint = open_model_folder(resolve(configured_model() if source is None else source))
     network = build_network(folder, checkpoint, target)
     del checkpoint
     model = Model(folder.info, network, target, compile=compile)

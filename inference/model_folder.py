@@ -108,6 +108,10 @@ class InteractionConfig:
     supports_lasso: bool = True
     supports_initial_seg: bool = True
     supports_zero_shot_refinement: bool = True  # may refine a given mask without further prompts
+    # Most full-resolution AutoZoom refinement patches per prompt on CPU (our key "cpu_refinement_patches";
+    # None = the engine's CPU_MAX_REFINEMENT_PATCHES). A compact model declares a budget that keeps it
+    # interactive on a laptop.
+    cpu_refinement_patches: int | None = None
 
     def __post_init__(self) -> None:
         count = len(self.channels)
@@ -119,10 +123,20 @@ class InteractionConfig:
             raise ModelError(f"interaction_decay must be in (0, 1], not {self.interaction_decay}")
         if self.point_radius < 1 or min(self.preferred_scribble_thickness) < 1:
             raise ModelError("point_radius and preferred_scribble_thickness must be at least 1")
+        if self.cpu_refinement_patches is not None and self.cpu_refinement_patches < 1:
+            raise ModelError(f"cpu_refinement_patches must be at least 1, not {self.cpu_refinement_patches}")
 
     @property
     def num_channels(self) -> int:
         return len(self.channels)
+
+    @property
+    def thin_channels(self) -> frozenset[int]:
+        """Points and scribbles: widened before a zoomed-out crop is downsampled, so they do not fade away."""
+        thin = (self.point_channels if self.supports_points else ()) + (
+            self.scribble_channels if self.supports_scribble else ()
+        )
+        return frozenset(thin)
 
 
 @dataclass(frozen=True)
@@ -220,18 +234,11 @@ def build_network(folder: ModelFolder, checkpoint: Mapping[str, Any], device: to
     The network is built on the meta device and takes the checkpoint's tensors as its parameters, which skips
     the random initialisation (seconds for 100 M parameters) that loading would overwrite anyway.
     """
-    info, architecture = folder.info, folder.architecture
-    kwargs = dict(architecture["arch_kwargs"])
-    for key in architecture.get("_kw_requires_import", ()):
-        if kwargs.get(key) is not None:
-            kwargs[key] = _locate(kwargs[key], folder.info.path / PLANS_FILE)
-    kwargs["deep_supervision"] = False  # inference needs the full-resolution output only
-    network_class = _ARCHITECTURES[info.architecture]
-    try:
-        with torch.device("meta"):
-            network = network_class(input_channels=info.num_input_channels, num_classes=2, **kwargs)
-    except (TypeError, ValueError, AssertionError, KeyError, IndexError, RuntimeError) as error:
-        raise ModelError(f"{info.path / PLANS_FILE}: cannot build {info.architecture}: {error}") from error
+    info = folder.info
+    with torch.device("meta"):
+        network = network_from_architecture(
+            folder.architecture, info.num_input_channels, info.path / PLANS_FILE
+        )
     try:
         network.load_state_dict(checkpoint["network_weights"], strict=True, assign=True)
     except RuntimeError as error:
@@ -246,6 +253,26 @@ def build_network(folder: ModelFolder, checkpoint: Mapping[str, Any], device: to
     network = network.to(device=device, dtype=torch.float32).eval()
     network.requires_grad_(False)
     return network
+
+
+def network_from_architecture(
+    architecture: Mapping[str, Any], input_channels: int, source: Path | str = PLANS_FILE
+) -> nn.Module:
+    """A network with two output classes (randomly initialised, on torch's current default device) from a
+    plans "architecture" entry; ``source`` names the plans file in errors. Training builds its networks with
+    this, so that every model it writes loads here."""
+    kwargs = dict(architecture["arch_kwargs"])
+    for key in architecture.get("_kw_requires_import", ()):
+        if kwargs.get(key) is not None:
+            kwargs[key] = _locate(kwargs[key], Path(source))
+    kwargs["deep_supervision"] = False  # inference needs the full-resolution output only
+    class_name = str(architecture.get("network_class_name", "")).rsplit(".", 1)[-1]
+    if class_name not in _ARCHITECTURES:
+        raise ModelError(f"{source}: unsupported architecture {architecture.get('network_class_name')!r}")
+    try:
+        return _ARCHITECTURES[class_name](input_channels=input_channels, num_classes=2, **kwargs)
+    except (TypeError, ValueError, AssertionError, KeyError, IndexError, RuntimeError) as error:
+        raise ModelError(f"{source}: cannot build {class_name}: {error}") from error
 
 
 # nnU-Net checkpoints log training curves as numpy scalars; rebuilding those (and their dtypes) is harmless.
@@ -369,6 +396,11 @@ def _read_interaction_config(path: Path) -> InteractionConfig:
             supports_lasso=supported["lasso"],
             supports_initial_seg=bool(capability.get("supports_initial_label", True)),
             supports_zero_shot_refinement=bool(capability.get("supports_zero_shot_label_refinement", True)),
+            cpu_refinement_patches=(
+                None
+                if capability.get("cpu_refinement_patches") is None
+                else _as_int(capability["cpu_refinement_patches"], "cpu_refinement_patches")
+            ),
         )
     except (TypeError, ValueError) as error:
         raise ModelError(f"{source}: {error}") from error

@@ -5,8 +5,9 @@ checked folder into it (a copy, not a link, so that the registry keeps working w
 deleted); ``download`` fetches an official model from Hugging Face and installs it the same way. ``resolve``
 turns a folder path or a registered name into the folder to load.
 
-The name ``default`` is reserved for a model shipped inside the package (``inference/models/default``); no
-such model ships yet.
+The name ``default`` is reserved for the model shipped inside the package (``inference/models/default``: a
+compact network trained by ``inference.training`` that is fast on CPUs, licensed Apache-2.0). The engine runs
+it whenever ``$ANNOVOX_MODEL`` names no other model (see ``configured_model``).
 """
 
 import os
@@ -19,9 +20,10 @@ from inference.errors import ModelError
 from inference.model_folder import ModelInfo, inspect_model_folder
 
 MODELS_DIR_ENV = "ANNOVOX_MODELS_DIR"
+MODEL_ENV = "ANNOVOX_MODEL"
 DEFAULT_MODELS_DIR = Path("~/.local/share/annovox/models")
 DEFAULT_NAME = "default"
-# Hook for the built-in default model: a model folder placed here ships with the package.
+# The built-in default model: the model folder here ships with the package.
 BUILTIN_MODELS_DIR = Path(__file__).resolve().parent / "models"
 _NAME_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
@@ -61,6 +63,11 @@ def models_dir() -> Path:
     return Path(os.environ.get(MODELS_DIR_ENV) or DEFAULT_MODELS_DIR).expanduser()
 
 
+def configured_model() -> str:
+    """The model the application runs: ``$ANNOVOX_MODEL`` (a registered name or a folder), else "default"."""
+    return os.environ.get(MODEL_ENV) or DEFAULT_NAME
+
+
 def resolve(name_or_path: str | os.PathLike[str], *, root: Path | None = None) -> Path:
     """The model folder for a folder path or a registered name (in ``root``, by default models_dir())."""
     text = os.fspath(name_or_path)
@@ -86,8 +93,8 @@ def _builtin_default() -> Path:
     if path.is_dir():
         return path
     raise ModelError(
-        "no default model is installed yet; load a registered model by name or a model folder by path "
-        "(see `python -m inference list`)"
+        f"the default model is missing from this installation ({path}); reinstall Annovox, or load a "
+        "registered model by name or a model folder by path (see `python -m inference list`)"
     )
 
 

@@ -207,7 +207,8 @@ class Session:
 
     ``autozoom``: zoom out when the object leaves the patch, then refine at full resolution (see autozoom.py).
     ``undo_levels``: how many calls `undo` can take back. ``max_refinement_patches``: the most full-resolution
-    patches AutoZoom refines per prompt; None = unlimited on a GPU, CPU_MAX_REFINEMENT_PATCHES on CPU.
+    patches AutoZoom refines per prompt; None = unlimited on a GPU, and on CPU the model's declared budget
+    (InteractionConfig.cpu_refinement_patches) or CPU_MAX_REFINEMENT_PATCHES.
 
     Methods are thread-safe (one call at a time per session); sessions share their model. Errors in a call
     (PromptError for bad input) leave the session as it was.
@@ -230,18 +231,14 @@ class Session:
         if max_refinement_patches is not None and max_refinement_patches < 1:
             raise ValueError(f"max_refinement_patches must be at least 1, not {max_refinement_patches}")
         if max_refinement_patches is None and model.device.type == "cpu":
-            max_refinement_patches = CPU_MAX_REFINEMENT_PATCHES
+            declared = model.interaction.cpu_refinement_patches
+            max_refinement_patches = CPU_MAX_REFINEMENT_PATCHES if declared is None else declared
         self.model = model
         self.autozoom = autozoom
         self.undo_levels = undo_levels
         self.max_refinement_patches = max_refinement_patches
         self.spacing: tuple[float, float, float] | None = None
-        config = model.interaction
-        # Points and scribbles are widened before a zoomed-out crop is downsampled, so they do not fade away.
-        thin = (config.point_channels if config.supports_points else ()) + (
-            config.scribble_channels if config.supports_scribble else ()
-        )
-        self._thin = frozenset(thin)
+        self._thin = model.interaction.thin_channels
         self._lock = threading.RLock()
         self._image: _Image | None = None
         self._mask: _PackedMask | None = None

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from inference import EngineError, InteractionConfig, ModelError, PromptError, load_model
+from inference import EngineError, InteractionConfig, ModelError, PromptError, load_model, registry
 from inference.cli import main
 from inference.model_folder import inspect_model_folder
 from inference.registry import list_models, register, resolve
@@ -337,7 +337,8 @@ def test_devices(tmp_path):
 # The registry.
 
 
-def test_registry_import_list_resolve(tmp_path, models_dir):
+def test_registry_import_list_resolve(tmp_path, models_dir, monkeypatch):
+    monkeypatch.setattr(registry, "BUILTIN_MODELS_DIR", tmp_path / "no-builtin")  # registered models only
     source = make_checkpoint_folder(tmp_path / "hand-copied", license="Apache-2.0")
     info = register(source)
     assert info.path == models_dir / "test_model_v0.1" and info.license == "Apache-2.0"
@@ -358,12 +359,13 @@ def test_registry_import_list_resolve(tmp_path, models_dir):
             register(models_dir / "second", bad)
     with pytest.raises(ModelError, match="no model named 'missing'.*installed: second, test_model_v0.1"):
         resolve("missing")
-    with pytest.raises(ModelError, match="no default model is installed yet"):
+    with pytest.raises(ModelError, match="the default model is missing from this installation"):
         load_model("default")
     assert not [p for p in models_dir.iterdir() if p.name.startswith(".")]  # no leftovers
 
 
-def test_registry_refuses_broken_folders_and_lists_broken_entries(tmp_path, models_dir):
+def test_registry_refuses_broken_folders_and_lists_broken_entries(tmp_path, models_dir, monkeypatch):
+    monkeypatch.setattr(registry, "BUILTIN_MODELS_DIR", tmp_path / "no-builtin")  # registered models only
     broken = make_checkpoint_folder(tmp_path)
     (broken / "plans.json").unlink()
     with pytest.raises(ModelError, match="plans.json is missing"):
@@ -401,8 +403,10 @@ def test_cli_import_and_list(tmp_path):
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
     assert lines[0].split() == ["NAME", "VERSION", "LICENCE", "PATH"]
-    assert lines[1].startswith("broken") and "(broken: " in lines[1]
-    assert lines[2].split() == ["mine_v2", "2", "Apache-2.0", str(models / "mine_v2")]
+    # The shipped default model comes first, then the registered ones by name.
+    assert lines[1].split()[:3] == ["default", "unknown", "Apache-2.0"]
+    assert lines[2].startswith("broken") and "(broken: " in lines[2]
+    assert lines[3].split() == ["mine_v2", "2", "Apache-2.0", str(models / "mine_v2")]
 
 
 def hf_mirror(root: Path) -> Path:

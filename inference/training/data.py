@@ -255,10 +255,16 @@ def sample_patch(
 ) -> tuple[np.ndarray, np.ndarray]:
     """An image patch around ``obj`` (float32) and the object's mask in it (uint8), zero-padded at borders."""
     origin = patch_origin(obj, patch_size, rng)
-    image = crop(volume.image, origin, patch_size)
+    return crop(volume.image, origin, patch_size), object_crop(volume.label, obj, origin, patch_size)
+
+
+def object_crop(
+    label: np.ndarray, obj: TargetObject, origin: Sequence[int], patch_size: Sequence[int]
+) -> np.ndarray:
+    """The object's mask (uint8) on the patch at ``origin``, zero where the patch leaves the label map."""
     mask = np.zeros(tuple(patch_size), dtype=np.uint8)
     # Paste the part of the object's box that falls in the patch (the object mask exists only over its box).
     box_origin = [o - s.start for o, s in zip(origin, obj.box, strict=True)]
     source, target = _overlap([s.stop - s.start for s in obj.box], box_origin, patch_size)
-    mask[target] = object_mask(volume.label, obj)[source]
-    return image, mask
+    mask[target] = object_mask(label, obj)[source]
+    return mask
