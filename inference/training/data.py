@@ -1,4 +1,4 @@
-"""Training data: NIfTI image/label pairs, the target objects in them, and patches around an object.
+"""Training data: NIfTI (or 3D TIFF) image/label pairs, the target objects in them, and patches around an object.
 
 Arrays are indexed ``[k, j, i]`` like the engine's (nibabel gives ``[i, j, k]``, so it is transposed), on the
 native voxel grid: nothing is resampled. Every label value is a target object; for cases where disconnected
@@ -64,6 +64,27 @@ def _nibabel() -> Any:
     return nibabel
 
 
+def _read_volume(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """[k, j, i] array, affine and spacing of a NIfTI file, or of a 3D TIFF stack (microscopy: axes z, y, x
+    as stored, unit spacing, identity affine)."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        return _read_tiff(path)
+    return _read_nifti(path)
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    import tifffile
+
+    try:
+        data = np.asarray(tifffile.imread(path))
+    except (OSError, ValueError, tifffile.TiffFileError) as error:
+        raise TrainingDataError(f"cannot read {path}: {error}") from error
+    data = np.squeeze(data)
+    if data.ndim != 3:
+        raise TrainingDataError(f"{path} is not a 3D stack (shape {list(data.shape)})")
+    return np.ascontiguousarray(data), np.eye(4), (1.0, 1.0, 1.0)
+
+
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     try:
         img = _nibabel().load(str(path))
@@ -81,8 +102,8 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float,
 
 def read_case(case: TrainingCase, affine_tolerance: float = 1e-3) -> LabelledVolume:
     """Read an image and its label map into [k, j, i] arrays; their voxel grids must agree."""
-    image, affine, spacing = _read_nifti(case.image)
-    label, label_affine, _ = _read_nifti(case.label)
+    image, affine, spacing = _read_volume(case.image)
+    label, label_affine, _ = _read_volume(case.label)
     if image.shape != label.shape:
         raise TrainingDataError(
             f"{case.label} has shape {list(label.shape)[::-1]} but its image {case.image} has "
@@ -142,8 +163,8 @@ def _sts_cases(data_root: Path, patients: Sequence[str]) -> list[TrainingCase]:
 def training_cases(data_root: Path) -> list[TrainingCase]:
     """The training split of the shared data (its README): STS_001–015 tumours, TotalSegmentator CT, AAL.
 
-    Not included: the microscopy instances (TIFF, no reader here yet) and the MNI probability maps
-    (not labels).
+    Not included: the synthetic microscopy nuclei (kept out so that evaluation has a modality and a kind
+    of structure the models never saw) and the MNI probability maps (not labels).
     """
     nifti = data_root / "ct_totalseg" / "nifti"
     patients = sorted(p.name for p in (data_root / "sts_ibsi" / "nifti").glob("STS_*"))

@@ -47,7 +47,7 @@ Network = Callable[[torch.Tensor], torch.Tensor]
 class SampleConfig:
     patch_size: tuple[int, int, int] = (64, 64, 64)
     # Crop sizes in patches, as AutoZoom's steps (1, ×1.5, ...). Larger zooms cost more to simulate on.
-    zooms: tuple[float, ...] = (1.0, 1.5, 2.25)
+    zooms: tuple[float, ...] = (1.0, 1.5, 2.25, 3.375)
     # How many prompts precede the one the sample is about (0 = the first prompt of a session).
     prior_prompts: tuple[int, ...] = (0, 1, 2, 3, 4)
     prior_weights: tuple[float, ...] = (0.35, 0.2, 0.2, 0.15, 0.1)
