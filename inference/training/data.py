@@ -1,4 +1,4 @@
-"""Training data: NIfTI (or 3D TIFF) image/label pairs, the target objects in them, and patches around an object.
+"""Training data: NIfTI or 3D TIFF image/label pairs, their target objects, and patches around an object.
 
 Arrays are indexed ``[k, j, i]`` like the engine's (nibabel gives ``[i, j, k]``, so it is transposed), on the
 native voxel grid: nothing is resampled. Every label value is a target object; for cases where disconnected
