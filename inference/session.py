@@ -95,9 +95,25 @@ class _PackedMask:
         self.bits[where] = np.packbits(bits, axis=2)
 
 
+def zscore_statistics(array: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of the bounding box of the non-zero voxels, computed like the reference
+    (float32, torch), so the network sees the same numbers. Training normalises its images with this too."""
+    occupied = [
+        np.flatnonzero(np.any(array != 0, axis=tuple(a for a in range(3) if a != d))) for d in range(3)
+    ]
+    if any(len(o) == 0 for o in occupied):
+        raise PromptError("the image is entirely zero")
+    # Statistics over a view of the whole float32 volume, as the reference takes them (same summation).
+    volume = torch.from_numpy(np.asarray(array, dtype=np.float32))[None]
+    nonzero = volume[(slice(0, 1), *(slice(int(o[0]), int(o[-1]) + 1) for o in occupied))]
+    mean, std = nonzero.mean(), nonzero.std()
+    if not torch.isfinite(std) or float(std) == 0:
+        raise PromptError("the image's non-zero region is constant: it cannot be normalised")
+    return mean, std
+
+
 class _Image:
-    """The image as given, normalised on read: z-score with the mean and standard deviation of the non-zero
-    bounding box, computed like the reference (float32, torch), so the network sees the same numbers."""
+    """The image as given, normalised on read (see zscore_statistics)."""
 
     def __init__(self, image: np.ndarray) -> None:
         self.shape: Index3 = (int(image.shape[0]), int(image.shape[1]), int(image.shape[2]))
@@ -105,19 +121,7 @@ class _Image:
             np.issubdtype(image.dtype, np.integer) and image.dtype.itemsize <= 4
         )
         self.array = np.array(image, dtype=image.dtype if keep else np.float32, order="C", copy=True)
-        occupied = [
-            np.flatnonzero(np.any(self.array != 0, axis=tuple(a for a in range(3) if a != d)))
-            for d in range(3)
-        ]
-        if any(len(o) == 0 for o in occupied):
-            raise PromptError("the image is entirely zero")
-        # Statistics over a view of the whole float32 volume, as the reference takes them (same summation).
-        volume = torch.from_numpy(np.asarray(self.array, dtype=np.float32))[None]
-        nonzero = volume[(slice(0, 1), *(slice(int(o[0]), int(o[-1]) + 1) for o in occupied))]
-        self.mean, self.std = nonzero.mean(), nonzero.std()
-        del volume, nonzero
-        if not torch.isfinite(self.std) or float(self.std) == 0:
-            raise PromptError("the image's non-zero region is constant: it cannot be normalised")
+        self.mean, self.std = zscore_statistics(self.array)
 
     def region(self, region: Box) -> torch.Tensor:
         out = torch.zeros((1, *box_size(region)), dtype=torch.float32)

@@ -59,7 +59,7 @@ class TargetObject:
 def _nibabel() -> Any:
     try:
         import nibabel
-    except ImportError as error:  # it is a test/training extra, not needed to serve models
+    except ImportError as error:  # a dependency, but only training and evaluation read NIfTI
         raise TrainingDataError("reading NIfTI needs nibabel: pip install nibabel") from error
     return nibabel
 

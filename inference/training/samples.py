@@ -35,6 +35,7 @@ from inference.prompts import (
     slice_stamp,
     whole,
 )
+from inference.session import zscore_statistics
 from inference.training.augment import AugmentConfig, augment
 from inference.training.data import LabelledVolume, TargetObject, crop, object_crop, patch_origin
 from inference.training.simulate import POLICIES, Prompt, SimulatedUser
@@ -56,18 +57,9 @@ class SampleConfig:
 
 
 def normalise_volume(image: np.ndarray) -> np.ndarray:
-    """The image z-scored as the engine does it (mean and std over the bounding box of non-zero voxels)."""
-    occupied = [
-        np.flatnonzero(np.any(image != 0, axis=tuple(a for a in range(3) if a != d))) for d in range(3)
-    ]
-    if any(len(o) == 0 for o in occupied):
-        raise ValueError("the image is entirely zero")
-    box = tuple(slice(int(o[0]), int(o[-1]) + 1) for o in occupied)
-    values = torch.from_numpy(np.asarray(image, dtype=np.float32))[box]
-    mean, std = float(values.mean()), float(values.std())
-    if not np.isfinite(std) or std == 0:
-        raise ValueError("the image's non-zero region is constant")
-    return ((image.astype(np.float32) - mean) / std).astype(np.float32)
+    """The image z-scored as the engine does it (Session: statistics of the non-zero bounding box)."""
+    mean, std = zscore_statistics(image)
+    return ((torch.from_numpy(np.asarray(image, dtype=np.float32)) - mean) / std).numpy()
 
 
 class RegionScene:
@@ -187,6 +179,17 @@ def make_sample(
     if prior > 0 and rng.random() < config.synthetic_previous:
         prediction = previous = distorted(target, rng)
         prior = int(rng.integers(0, prior))  # some prompts on top of the distorted mask, or none
+
+    def network_input(
+        previous: np.ndarray, stamps: tuple[Stamp, ...], intensity: float, device: torch.device
+    ) -> torch.Tensor:
+        scene = RegionScene(image, previous, stamps, interaction)
+        thin = interaction.thin_channels
+        _, batch, _ = crop_input(
+            scene, centre, zoom, config.patch_size, interaction.prev_seg_channel, thin, intensity, device
+        )
+        return batch
+
     stamps: tuple[Stamp, ...] = ()
     intensity = 1.0
     for step in range(prior + 1):
@@ -197,34 +200,14 @@ def make_sample(
         stamps = (*stamps, prompt_stamp(prompt, interaction, intensity, shape))
         if step == prior or network is None:
             continue
-        scene = RegionScene(image, previous, stamps, interaction)
-        _, batch, _ = crop_input(
-            scene,
-            centre,
-            zoom,
-            config.patch_size,
-            interaction.prev_seg_channel,
-            interaction.thin_channels,
-            intensity,
-            device,
-        )
+        batch = network_input(previous, stamps, intensity, device)
         with torch.no_grad():
             logits = network(batch[None].float())
         predicted = logits[0].argmax(0).to(torch.float32)
         if tuple(predicted.shape) != shape:
             predicted = (F.interpolate(predicted[None, None], shape, mode="trilinear")[0, 0] >= 0.5).float()
         prediction = previous = predicted.to(torch.uint8).cpu().numpy()
-    scene = RegionScene(image, previous, stamps, interaction)
-    _, batch, _ = crop_input(
-        scene,
-        centre,
-        zoom,
-        config.patch_size,
-        interaction.prev_seg_channel,
-        interaction.thin_channels,
-        intensity,
-        torch.device("cpu"),
-    )
+    batch = network_input(previous, stamps, intensity, torch.device("cpu"))
     goal = torch.from_numpy(target.astype(np.float32))[None, None]
     if tuple(size) != config.patch_size:
         goal = F.interpolate(goal, config.patch_size, mode="area")

@@ -261,9 +261,9 @@ class Trainer:
 
     def _load(self, path: Path) -> None:
         state = torch.load(path, map_location=self.device, weights_only=True)
-        saved = state["config"]
+        saved, current = state["config"], _plain(asdict(self.config))
         for key in ("seed", "patch_size", "init", "batch_size"):
-            if saved.get(key) != _plain(asdict(self.config))[key]:
+            if saved.get(key) != current[key]:
                 raise ModelError(
                     f"{path} was made with {key}={saved.get(key)!r}, not {getattr(self.config, key)!r}: "
                     "resume with the same settings, or start afresh in another output folder"
