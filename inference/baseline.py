@@ -56,6 +56,7 @@ from inference.prompts import (
     check_slice_mask,
     intersect,
     local_slices,
+    slice_stamp,
     slices,
     whole,
 )
@@ -504,13 +505,11 @@ class RandomWalkerSession:
 
 
 def _slice_mark(axis: int, index: int, drawn: np.ndarray, label: int) -> _Mark:
-    """The pixels ``drawn`` (2D bool, a whole slice) of slice ``index`` of ``axis``, cropped to them."""
-    rows = np.flatnonzero(drawn.any(axis=1))
-    cols = np.flatnonzero(drawn.any(axis=0))
-    (r0, r1), (c0, c1) = (int(rows[0]), int(rows[-1]) + 1), (int(cols[0]), int(cols[-1]) + 1)
-    ranges = [(r0, r1), (c0, c1)]
-    ranges.insert(axis, (index, index + 1))
-    return _Mark((ranges[0], ranges[1], ranges[2]), np.expand_dims(drawn[r0:r1, c0:c1], axis), label)
+    """The pixels ``drawn`` (2D bool, a whole slice) of slice ``index`` of ``axis``, cropped to them as the
+    engine crops a scribble or lasso stamp."""
+    stamp = slice_stamp(axis, index, drawn, channel=0, intensity=1.0)
+    assert stamp.footprint is not None
+    return _Mark(stamp.box, stamp.footprint, label)
 
 
 def _union(a: Box | None, b: Box | None) -> Box | None:
