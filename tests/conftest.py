@@ -18,6 +18,18 @@ def require(available: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+def study_reader(username: str, password: str | None = None):  # type: ignore[no-untyped-def]
+    """A user with the permission to see the study database (webapp.studies.access)."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    user = get_user_model().objects.create_user(username, password=password)
+    user.user_permissions.add(
+        Permission.objects.get(codename="view_series", content_type__app_label="studies")
+    )
+    return get_user_model().objects.get(pk=user.pk)  # fresh: permissions are cached per object
+
+
 @pytest.fixture
 def shared_data() -> Path:
     require(DATA.is_dir(), f"the shared data folder {DATA} is missing")

@@ -271,6 +271,7 @@ class AnnovoxServer(LiveServer):
         self.username = username
         self.extra_env = dict(extra_env or {})
         self.token = ""
+        self.workers: list[subprocess.Popen[bytes]] = []
 
     @property
     def database(self) -> str:
@@ -316,7 +317,9 @@ class AnnovoxServer(LiveServer):
             "from django.contrib.auth import get_user_model\n"
             "from django.core.management import call_command\n"
             "call_command('migrate', interactive=False, verbosity=0)\n"
-            f"get_user_model().objects.create_user({self.username!r}, password=None)\n"
+            f"user = get_user_model().objects.create_user({self.username!r}, password=None)\n"
+            "from django.contrib.auth.models import Permission\n"
+            "user.user_permissions.add(Permission.objects.get(codename='view_series'))\n"
             f"call_command('issue_token', {self.username!r}, name='live test server')\n"
         )
         output = self.manage("shell", "--no-imports", "-c", code).stdout.strip()
@@ -331,6 +334,37 @@ class AnnovoxServer(LiveServer):
         self._prepare()
         self._launch(self._command, "/accounts/login/", cwd=ROOT, env=self.env())
         return self
+
+    @property
+    def websocket_url(self) -> str:
+        return f"ws://{HOST}:{self.port}/ws/interactive/"
+
+    def start_worker(self, *args: str, timeout: float = 120) -> subprocess.Popen[bytes]:
+        """``manage.py inference_worker ARGS`` against this server's database and channel layer, once it has
+        registered; the caller stops it (it also stops with the server)."""
+        log = self.data_dir / f"worker-{len(self.workers)}.log"
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "manage.py", "inference_worker", *args],
+                cwd=ROOT,
+                env=self.env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.workers.append(process)
+        deadline = time.monotonic() + timeout
+        while "ready" not in _log_tail(log):
+            if process.poll() is not None or time.monotonic() > deadline:
+                _stop_process(process)
+                raise ServerError(f"the inference worker did not start:\n{_log_tail(log)}")
+            time.sleep(0.1)
+        return process
+
+    def stop(self) -> None:
+        for process in self.workers:
+            _stop_process(process)
+        self.workers.clear()
+        super().stop()
 
 
 # --- DICOMweb client helpers --------------------------------------------------------------------------------

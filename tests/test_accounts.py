@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.test import Client
 
+from tests.conftest import study_reader
 from webapp.accounts.models import ApiToken
 
 pytestmark = pytest.mark.django_db
@@ -24,7 +25,7 @@ def command_output(*args: str) -> str:
 
 @pytest.fixture
 def user():
-    return User.objects.create_user("reader", password="a long test password")
+    return study_reader("reader", password="a long test password")
 
 
 def test_issue_token_prints_a_token_that_the_api_accepts(user):

@@ -3,11 +3,10 @@
 import zipfile
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.db import connections
 
 from tests.browser import browser_page, screenshot
-from tests.conftest import ROOT, require
+from tests.conftest import ROOT, require, study_reader
 from webapp.studies.models import Instance, Study
 
 PASSWORD = "browser-test-password"
@@ -18,7 +17,7 @@ def signed_in_page(live_server, transactional_db, monkeypatch):
     require((ROOT / "frontend" / "dist" / "index.html").exists(), "the frontend is not built (make frontend)")
     # Playwright's sync API keeps an event loop in this thread; the ORM calls below are still plain sync code.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
-    get_user_model().objects.create_user("annotator", password=PASSWORD)
+    study_reader("annotator", password=PASSWORD)
     with browser_page(live_server.url) as page:
         page.goto("/")
         page.fill("input[name=username]", "annotator")

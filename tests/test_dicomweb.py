@@ -20,6 +20,7 @@ from django.test import Client, override_settings
 from PIL import Image
 from pydicom.encaps import generate_frames
 
+from tests.conftest import study_reader
 from webapp.accounts.models import ApiToken
 from webapp.studies.dicomweb.wado import absolute_uris_in_text
 from webapp.studies.importing import STORED, store_dicom
@@ -119,7 +120,7 @@ def instance_url(ds: pydicom.Dataset) -> str:
 
 @pytest.fixture
 def token(django_user_model) -> str:  # type: ignore[no-untyped-def]
-    user = django_user_model.objects.create_user("reader", password="a-long-password-1")
+    user = study_reader("reader", password="a-long-password-1")
     return ApiToken.objects.issue(user)
 
 
@@ -170,6 +171,17 @@ def test_every_endpoint_needs_authentication(client: Client, url: str) -> None:
     assert "Authorization: Bearer" in response.json()["detail"]
 
 
+def test_users_without_the_view_permission_get_403(client: Client, django_user_model) -> None:  # type: ignore[no-untyped-def]
+    outsider = django_user_model.objects.create_user("outsider", password="a-long-password-1")
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {ApiToken.objects.issue(outsider)}"}
+    for url in ("/dicomweb/studies", "/api/studies/"):
+        response = client.get(url, **headers)
+        assert response.status_code == 403, url
+        assert "studies.view_series" in response.content.decode()
+    client.force_login(outsider)
+    assert client.get("/dicomweb/studies").status_code == 403
+
+
 def test_anonymous_stow_gets_401_not_a_csrf_error(client: Client) -> None:
     response = client.post("/dicomweb/studies", b"", content_type="multipart/related; boundary=x")
     assert response.status_code == 401
@@ -184,7 +196,7 @@ def test_bearer_token_and_session_login_are_accepted(client: Client, token: str,
 
 def test_session_stow_needs_the_csrf_token(shared_data: Path, django_user_model) -> None:  # type: ignore[no-untyped-def]
     browser = Client(enforce_csrf_checks=True)
-    browser.force_login(django_user_model.objects.create_user("annotator", password="a-long-password-1"))
+    browser.force_login(study_reader("annotator", password="a-long-password-1"))
     body, content_type = multipart_request([read(dicom_files(shared_data, CT_RAW)[0])])
     assert browser.post("/dicomweb/studies", body, content_type=content_type).status_code == 403
 

@@ -19,6 +19,7 @@ import pytest
 import requests
 from dicomweb_client import DICOMwebClient
 
+from tests.conftest import study_reader
 from webapp.accounts.models import ApiToken
 
 pytestmark = [
@@ -64,7 +65,7 @@ def partition(root: Path) -> tuple[dict[Path, bytes], dict[Path, bytes], dict[Pa
 def dicomweb(live_server, django_user_model, settings) -> Iterator[DICOMwebClient]:  # type: ignore[no-untyped-def]
     # dicomweb-client sends a Host header without the port, so URLs in responses need the public URL.
     settings.ANNOVOX_PUBLIC_URL = live_server.url
-    user = django_user_model.objects.create_user("pacs-tool", password="a-long-password-1")
+    user = study_reader("pacs-tool", password="a-long-password-1")
     # Closing the session ends the server's keep-alive threads and their database connections.
     with requests.Session() as session:
         session.headers["Authorization"] = f"Bearer {ApiToken.objects.issue(user)}"

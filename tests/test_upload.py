@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
+from tests.conftest import study_reader
 from webapp.accounts.models import ApiToken
 from webapp.studies.models import Instance, Study
 
@@ -25,7 +25,7 @@ SMALL_CT = "dicom_seg_thirdparty/highdicom/ct_image.dcm"
 
 @pytest.fixture
 def user():
-    return get_user_model().objects.create_user("annotator", password="a long test password")
+    return study_reader("annotator", password="a long test password")
 
 
 @pytest.fixture

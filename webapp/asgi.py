@@ -16,8 +16,15 @@ class AnnovoxASGIHandler(ASGIHandler):
     chunk_size = 4 * 1024 * 1024
 
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402  (Django must be set up first)
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (Django must be set up first)
 
+from webapp.interactive.auth import WebSocketAuth  # noqa: E402
+from webapp.interactive.routing import websocket_urlpatterns  # noqa: E402
 from webapp.studies.dicomweb.frame_server import FrameServer  # noqa: E402
 
-application = ProtocolTypeRouter({"http": FrameServer(AnnovoxASGIHandler())})
+application = ProtocolTypeRouter(
+    {
+        "http": FrameServer(AnnovoxASGIHandler()),
+        "websocket": WebSocketAuth(URLRouter(websocket_urlpatterns)),
+    }
+)

@@ -7,6 +7,11 @@ Everything that differs between the embedded default and a deployment comes from
 - ``REDIS_URL``: e.g. ``redis://127.0.0.1:6379/0``; the channel layer is in-memory when unset.
 - ``ANNOVOX_SECRET_KEY``, ``ANNOVOX_DEBUG``, ``ANNOVOX_ALLOWED_HOSTS``, ``ANNOVOX_CORS_ORIGINS``,
   ``ANNOVOX_MAX_UPLOAD_MB`` (largest single DICOM file accepted, default 2048).
+- Interactive service: ``ANNOVOX_INPROCESS_WORKER`` (1/0: run an inference worker inside the web server; on by
+  default without ``REDIS_URL``), ``ANNOVOX_INPROCESS_DEVICE`` (cpu), ``ANNOVOX_INPROCESS_MAX_SESSIONS`` (8),
+  ``ANNOVOX_HEARTBEAT_S`` (1), ``ANNOVOX_WORKER_TIMEOUT_S`` (5: a worker silent for longer is taken for dead),
+  ``ANNOVOX_SESSION_IDLE_S`` (1800: idle sessions leave the worker's memory), ``ANNOVOX_WS_RATE`` and
+  ``ANNOVOX_WS_BURST`` (messages a second per connection, 20 and 40).
 - ``ANNOVOX_PUBLIC_URL``: e.g. ``https://annovox.example.org``, the base of URLs in DICOMweb responses
   (RetrieveURL, BulkDataURI); unset, they follow each request's Host header.
 """
@@ -55,6 +60,8 @@ INSTALLED_APPS = [
     "channels",
     "webapp.accounts",
     "webapp.studies",
+    "webapp.segmentations",
+    "webapp.interactive",
 ]
 
 MIDDLEWARE = [
@@ -102,10 +109,24 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # redis-py 8 reads with a 5 s socket timeout by default, as long as the layer's blocking pop
+            # waits: every idle receive failed. Above that wait, a dead Redis is still noticed.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}]},
+        }
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+ANNOVOX_INPROCESS_WORKER = os.environ.get("ANNOVOX_INPROCESS_WORKER", "0" if REDIS_URL else "1") == "1"
+ANNOVOX_INPROCESS_DEVICE = os.environ.get("ANNOVOX_INPROCESS_DEVICE", "cpu")
+ANNOVOX_INPROCESS_MAX_SESSIONS = int(os.environ.get("ANNOVOX_INPROCESS_MAX_SESSIONS", "8"))
+ANNOVOX_HEARTBEAT_S = float(os.environ.get("ANNOVOX_HEARTBEAT_S", "1"))
+ANNOVOX_WORKER_TIMEOUT_S = float(os.environ.get("ANNOVOX_WORKER_TIMEOUT_S", "5"))
+ANNOVOX_SESSION_IDLE_S = float(os.environ.get("ANNOVOX_SESSION_IDLE_S", "1800"))
+ANNOVOX_WS_RATE = float(os.environ.get("ANNOVOX_WS_RATE", "20"))
+ANNOVOX_WS_BURST = float(os.environ.get("ANNOVOX_WS_BURST", "40"))
 
 STORAGES = {
     "default": {
@@ -140,7 +161,10 @@ REST_FRAMEWORK = {
         "webapp.accounts.authentication.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "webapp.studies.access.CanViewStudies",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 SPECTACULAR_SETTINGS = {"TITLE": "Annovox API", "VERSION": "0.1.0"}

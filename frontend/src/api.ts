@@ -4,6 +4,7 @@ export interface CurrentUser {
   username: string;
   full_name: string;
   is_staff: boolean;
+  can_view_studies: boolean;
 }
 
 export interface Study {

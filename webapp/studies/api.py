@@ -15,10 +15,12 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serial
 from rest_framework import generics, serializers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import MultiPartParser
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from .access import can_view_studies
 from .importing import ALREADY_PRESENT, REJECTED, STORED, count_outcomes, import_uploads
 from .models import Series, Study
 from .serializers import ImportRequestSerializer, ImportResultSerializer, StudySerializer
@@ -118,7 +120,10 @@ def _bad_request(detail: str) -> Response:
 
 @method_decorator(ensure_csrf_cookie, name="dispatch")
 class CurrentUser(APIView):
-    """The signed-in user. Also sets the CSRF cookie that the page sends back on uploads."""
+    """The signed-in user, and whether they may see the study database. Also sets the CSRF cookie that the
+    page sends back on uploads."""
+
+    permission_classes = [IsAuthenticated]  # also for users without study access: the page says why
 
     @extend_schema(
         responses=inline_serializer(
@@ -127,11 +132,17 @@ class CurrentUser(APIView):
                 "username": serializers.CharField(),
                 "full_name": serializers.CharField(),
                 "is_staff": serializers.BooleanField(),
+                "can_view_studies": serializers.BooleanField(),
             },
         )
     )
     def get(self, request: Request) -> Response:
         user: Any = request.user
         return Response(
-            {"username": user.get_username(), "full_name": user.get_full_name(), "is_staff": user.is_staff}
+            {
+                "username": user.get_username(),
+                "full_name": user.get_full_name(),
+                "is_staff": user.is_staff,
+                "can_view_studies": can_view_studies(user),
+            }
         )

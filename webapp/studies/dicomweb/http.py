@@ -8,10 +8,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.functional import LazyObject
 from django.views.decorators.csrf import csrf_exempt
+
+from ..access import VIEW_PERMISSION, can_view_studies
 
 DICOM_JSON = "application/dicom+json"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -177,13 +180,23 @@ def multipart_response(part_type: str, parts: list[tuple[str, bytes]]) -> HttpRe
 Handler = Callable[..., Awaitable[HttpResponse]]
 
 
-async def _is_authenticated(request: HttpRequest) -> bool:
+async def _user(request: HttpRequest) -> Any:
     user = request.user
     if isinstance(user, LazyObject):
         # The session user is loaded lazily and would query the database from the event loop; a bearer
         # token has already replaced it with a real user in the middleware.
         user = await request.auser()
-    return bool(user.is_authenticated)
+    return user
+
+
+async def _may_read(user: Any) -> bool:
+    if user.is_active and user.is_superuser:
+        return True  # no permission query (nor thread hop) for the common case of the embedded default
+    return await sync_to_async(can_view_studies)(user)
+
+
+def forbidden() -> HttpResponse:
+    return error_response(403, f"This account may not see the study database (permission {VIEW_PERMISSION}).")
 
 
 def unauthorized() -> HttpResponse:
@@ -213,8 +226,11 @@ def endpoint(**handlers: Handler) -> Callable[..., Awaitable[HttpResponse]]:
             response = error_response(405, f"{request.method} is not supported here; allowed: {allowed}")
             response.headers["Allow"] = allowed
             return response
-        if not await _is_authenticated(request):
+        user = await _user(request)
+        if not user.is_authenticated:
             return unauthorized()
+        if not await _may_read(user):
+            return forbidden()
         if (failure := _csrf_failure(request)) is not None:
             return failure
         try:

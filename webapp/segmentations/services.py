@@ -1,0 +1,64 @@
+"""Service functions for interactive sessions and their records (synchronous ORM; no Django views here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from .models import Draft, InteractiveSession, PromptEvent, Segment
+
+
+def resume_or_start_session(
+    user: AbstractBaseUser, segment: Segment, model_name: str
+) -> tuple[InteractiveSession, bool]:
+    """The user's open session on ``segment`` with ``model_name`` (a reload resumes it), or a new one. A new
+    session starts from the segment's draft, recorded as its first event (an initial mask), so that prompts
+    refine what is already there. Returns the session and whether it is new."""
+    with transaction.atomic():
+        existing = (
+            InteractiveSession.objects.select_for_update()
+            .filter(segment=segment, user=user, model_name=model_name, closed__isnull=True)
+            .order_by("-created")
+            .first()
+        )
+        if existing is not None:
+            return existing, False
+        session = InteractiveSession.objects.create(segment=segment, user=user, model_name=model_name)
+        draft = Draft.objects.filter(segment=segment).first()
+        if draft is not None and not draft.empty:
+            record_event(session, PromptEvent.Kind.INITIAL_MASK, {}, bytes(draft.frame))
+        return session, True
+
+
+def record_event(
+    session: InteractiveSession, kind: str, payload: dict[str, Any], mask: bytes | None = None
+) -> PromptEvent:
+    """Write an accepted action as the session's next event (before any worker sees it)."""
+    for _ in range(5):  # two connections on one session may race for a sequence number
+        try:
+            with transaction.atomic():
+                last = session.events.aggregate(last=Max("sequence"))["last"] or 0
+                event = PromptEvent.objects.create(
+                    session=session,
+                    sequence=last + 1,
+                    kind=kind,
+                    payload=payload,
+                    mask=mask,
+                    user_id=session.user_id,
+                    model_name=session.model_name,
+                )
+                InteractiveSession.objects.filter(pk=session.pk).update(last_activity=timezone.now())
+                return event
+        except IntegrityError:
+            continue
+    raise IntegrityError(f"could not number an event of session {session.pk}")
+
+
+def close_session(session_id: str) -> None:
+    InteractiveSession.objects.filter(pk=session_id, closed__isnull=True).update(
+        closed=timezone.now(), worker=None
+    )
