@@ -43,9 +43,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -62,9 +62,9 @@ from tests.servers import (  # noqa: E402
     SHARED_DATA,
     AnnovoxServer,
     OrthancServer,
+    database_like_ci,
     shared_dicom_files,
     stow,
-    temporary_postgres_database,
 )
 
 FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
@@ -304,16 +304,6 @@ def count_instances(server: Server, built: BuiltSeries) -> int:
 # --- the run ------------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def database_for_annovox() -> Iterator[str | None]:
-    url = os.environ.get("DATABASE_URL", "")
-    if url.startswith(("postgres://", "postgresql://")):
-        with temporary_postgres_database(url, prefix="annovox_bench") as database_url:
-            yield database_url
-    else:
-        yield None
-
-
 def step(results: dict[str, Any], key: str, what: Callable[[], Any]) -> Any:
     """Run one measurement; a failure is recorded (and printed) instead of ending the benchmark."""
     try:
@@ -356,7 +346,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         results["series_mb"] = round(series_b.total_bytes / 1e6, 1)
 
-        database_url = stack.enter_context(database_for_annovox())
+        database_url = stack.enter_context(database_like_ci("annovox_bench"))
         log("starting Orthanc and Annovox ...")
         with ThreadPoolExecutor(2) as pool:
             orthanc_start = pool.submit(OrthancServer(tmp / "orthanc", dicom_server=False).start)

@@ -56,7 +56,7 @@ def load_sorted_slices(source: Path = SOURCE) -> list[Dataset]:
     return sorted(slices, key=lambda ds: float(np.dot(normal, np.asarray(ds.ImagePositionPatient, float))))
 
 
-def _ping_pong(count: int, length: int) -> list[int]:
+def ping_pong(count: int, length: int) -> list[int]:
     """0, 1, …, length-1, length-2, …, 1, 0, 1, … (count indices)."""
     period = 2 * (length - 1)
     return [i % period if i % period < length else period - i % period for i in range(count)]
@@ -95,7 +95,7 @@ def build_series(
         spacing=spacing,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    for index, source_index in enumerate(_ping_pong(slices, len(sources))):
+    for index, source_index in enumerate(ping_pong(slices, len(sources))):
         ds = sources[source_index]  # reused: everything that differs per slice is set below
         position = origin + index * spacing * normal
         sop_uid = uid("instance", index)

@@ -248,6 +248,18 @@ def temporary_postgres_database(server_url: str, prefix: str = "annovox_tmp") ->
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+@contextmanager
+def database_like_ci(prefix: str = "annovox_tmp") -> Iterator[str | None]:
+    """A temporary database on the PostgreSQL server of ``DATABASE_URL`` when that names one (as in CI),
+    dropped afterwards; else None, which gives a server its own SQLite file."""
+    url = os.environ.get("DATABASE_URL", "")
+    if url.startswith(("postgres://", "postgresql://")):
+        with temporary_postgres_database(url, prefix=prefix) as database_url:
+            yield database_url
+    else:
+        yield None
+
+
 class AnnovoxServer(LiveServer):
     """Annovox served by Daphne on a free loopback port, with its own data folder and database.
 

@@ -23,7 +23,7 @@ from inference.model import load_model
 from inference.session import Session
 from tests.conftest import DATA, require
 from tests.interactive_client import InteractiveClient
-from tests.servers import AnnovoxServer, temporary_postgres_database
+from tests.servers import AnnovoxServer, database_like_ci
 from tests.test_services import _reachable
 from webapp.interactive.protocol import (
     MAX_OUTLINE_POINTS,
@@ -372,6 +372,44 @@ def test_bad_input_gets_errors_and_the_connection_stays_usable(embedded) -> None
         client.result(client.prompt("point", index=list(point)))
 
 
+def test_idle_sessions_are_evicted_and_rebuilt_and_busy_workers_say_queued(tmp_path: Path) -> None:
+    require(CT.is_dir(), f"the shared CT series {CT} is missing")
+    env = {"ANNOVOX_SESSION_IDLE_S": "2"}
+    with AnnovoxServer(tmp_path, extra_env=env) as server:
+        series_uid, segmentation, _ = _setup_data(server)
+        points = _liver_points()
+        with InteractiveClient(server.websocket_url, server.token) as client:
+            ready = client.open(series_uid, segmentation, 1)
+            # Two prompts at once: the second waits for the first, and the client is told so.
+            first = client.prompt("point", index=list(points[0]))
+            second = client.prompt("point", index=list(points[1]))
+            assert client.wait_for("queued", second)["position"] == 1
+            client.result(first)
+            assert not client.result(second)["rebuilt"]
+            mask = client.mask.copy()
+
+            query = (
+                "import json\nfrom webapp.segmentations.models import InteractiveSession as S\n"
+                f"print(json.dumps(S.objects.get(pk={ready['session']!r}).worker_id))"
+            )
+            deadline = time.monotonic() + 30
+            while _server_query(server, query) is not None:  # evicted: no longer on a worker
+                assert time.monotonic() < deadline, "the idle session was not evicted"
+                time.sleep(0.5)
+            # The record stays: the next message rebuilds the session, undo steps included.
+            assert client.result(client.undo())["rebuilt"]
+            after_undo = client.mask.copy()
+            client.result(client.prompt("point", index=list(points[1])))
+            again = client.mask.copy()
+        reference = Session(load_model())
+        reference.set_image(_volume())
+        reference.add_point(points[0])
+        assert np.array_equal(after_undo, reference.mask.astype(bool))
+        reference.add_point(points[1])
+        assert np.array_equal(mask, reference.mask.astype(bool))
+        assert np.array_equal(again, mask)
+
+
 # --- recovery from a dead worker on real Redis --------------------------------------------------------------
 
 
@@ -385,13 +423,8 @@ def redis_url() -> str:
 
 @pytest.fixture
 def database_url() -> Iterator[str | None]:
-    """The CI's PostgreSQL when DATABASE_URL names one (a temporary database), else SQLite."""
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith("postgres"):
-        yield None
-        return
-    with temporary_postgres_database(url) as temporary:
-        yield temporary
+    with database_like_ci() as url:
+        yield url
 
 
 def _worker_pids(server: AnnovoxServer, session_id: str) -> int:
@@ -414,8 +447,12 @@ def test_a_killed_worker_is_replaced_and_the_mask_is_kept(
         workers = [server.start_worker("--max-sessions", "4", "--threads", "1") for _ in range(2)]
         points = _liver_points()
         reference.reset()
+        with InteractiveClient(server.websocket_url, server.token) as other:
+            # Placement: a second session goes to the other, less loaded worker.
+            other_session = other.open(series_uid, segmentation, 2)["session"]
         with InteractiveClient(server.websocket_url, server.token) as client:
             ready = client.open(series_uid, segmentation, 1)
+            assert _worker_pids(server, ready["session"]) != _worker_pids(server, other_session)
             for point in points[:2]:
                 client.result(client.prompt("point", index=list(point)))
                 reference.add_point(point)

@@ -61,7 +61,7 @@ class Pending:
 
 @dataclass
 class OpenSession:
-    id: str
+    record: InteractiveSession
     series_uid: str
     segmentation: int
     segment: int
@@ -70,7 +70,12 @@ class OpenSession:
     state: str = "opening"  # opening, ready, recovering
     shape: tuple[int, int, int] | None = None
     pending: dict[int, Pending] = field(default_factory=dict)  # by event sequence
+    sequence: int = 0  # the last event recorded, as far as this connection knows
     opened: float = field(default_factory=time.perf_counter)
+
+    @property
+    def id(self) -> str:
+        return str(self.record.pk)
 
 
 def _origin_allowed(scope: dict[str, Any]) -> bool:
@@ -173,7 +178,7 @@ class InteractiveConsumer(AsyncWebsocketConsumer):
             return
         record, _ = await database_sync_to_async(services.resume_or_start_session)(self.user, segment, model)
         self.session = OpenSession(
-            str(record.id), series.series_instance_uid, segment.segmentation_id, segment.number
+            record, series.series_instance_uid, segment.segmentation_id, segment.number
         )
         await self._send_to_worker("interactive.open")
 
@@ -238,22 +243,23 @@ class InteractiveConsumer(AsyncWebsocketConsumer):
         self, session: OpenSession, kind: str, payload: dict[str, Any], mask: bytes | None, request: int
     ) -> None:
         received = time.perf_counter()
-        event = await database_sync_to_async(self._record)(session.id, kind, payload, mask)
-        session.pending[event.sequence] = Pending(request, received)
-        await self.channel_layer.send(
-            session.worker_channel,
-            {
-                "type": "interactive.event",
-                "session": session.id,
-                "sequence": event.sequence,
-                "request": request,
-                "reply": self.channel_name,
-            },
+        event = await database_sync_to_async(services.record_event)(
+            session.record, kind, payload, mask, sequence=session.sequence + 1
         )
-
-    @staticmethod
-    def _record(session_id: str, kind: str, payload: dict[str, Any], mask: bytes | None) -> PromptEvent:
-        return services.record_event(InteractiveSession.objects.get(pk=session_id), kind, payload, mask)
+        session.sequence = event.sequence
+        session.pending[event.sequence] = Pending(request, received)
+        message = {
+            "type": "interactive.event",
+            "session": session.id,
+            "sequence": event.sequence,
+            "request": request,
+            "reply": self.channel_name,
+            "kind": kind,
+            "payload": payload,
+        }
+        if mask is not None:
+            message["mask"] = mask
+        await self.channel_layer.send(session.worker_channel, message)
 
     async def _send_to_worker(self, kind: str) -> None:
         """Place the session (its worker if live, else the least-loaded one) and send it ``kind``."""
@@ -284,6 +290,7 @@ class InteractiveConsumer(AsyncWebsocketConsumer):
             return
         recovering = session.state == "recovering"
         session.state, session.shape = "ready", tuple(event["shape"])
+        session.sequence = max(session.sequence, event["sequence"])
         if recovering and session.pending:
             # The rebuilt session includes every outstanding event: one whole-mask frame answers them all.
             last = max(session.pending, key=lambda s: session.pending[s].request)

@@ -145,6 +145,7 @@ class Worker:
         self._jobs: asyncio.Queue[tuple[Callable[[], Any], float]] = asyncio.Queue()
         self._busy = False
         self._stopping = asyncio.Event()
+        self._outcomes: list[tuple[str, int, str, str]] = []  # (session, sequence, status, error)
 
     # --- running ------------------------------------------------------------------------------------------
 
@@ -208,6 +209,7 @@ class Worker:
             self._register()
 
     def _shut_down(self) -> None:
+        self._write_outcomes()
         for session_id in list(self.sessions):
             self._let_go(session_id)
         if self.row is not None:
@@ -276,6 +278,8 @@ class Worker:
                     reply = answer.pop("reply")
                     answer.setdefault("timings", {})["queue"] = waited
                     await self.layer.send(reply, answer)
+                if self._outcomes:
+                    await self._on(self._compute, self._write_outcomes)
             finally:
                 self._busy = False
 
@@ -348,22 +352,28 @@ class Worker:
     def _apply(
         self, held: HeldSession, sequence: int, kind: str, payload: dict[str, Any], mask: bytes | None
     ) -> Result | None:
-        """Apply one event and record its outcome; raises JobError when the engine refuses it."""
+        """Apply one event; its outcome is written with the next `_write_outcomes`. Raises JobError when the
+        engine refuses it (the session is unchanged then)."""
+        held.sequence, held.last_used = sequence, time.monotonic()
         try:
             result = apply_event(held.engine, kind, payload, mask)
         except (EngineError, ProtocolError, KeyError, TypeError, ValueError) as error:
             code = error.code if isinstance(error, ProtocolError) else "rejected"
-            self._set_status(held, sequence, PromptEvent.Status.REJECTED, str(error))
+            self._outcomes.append((held.session_id, sequence, PromptEvent.Status.REJECTED, str(error)[:500]))
             raise JobError(code, str(error)) from error
-        self._set_status(held, sequence, PromptEvent.Status.APPLIED, "")
-        held.sequence, held.dirty, held.last_used = sequence, True, time.monotonic()
+        self._outcomes.append((held.session_id, sequence, PromptEvent.Status.APPLIED, ""))
+        held.dirty = True
         return result
 
-    @staticmethod
-    def _set_status(held: HeldSession, sequence: int, status: str, error: str) -> None:
-        PromptEvent.objects.filter(
-            session_id=held.session_id, sequence=sequence, status=PromptEvent.Status.PENDING
-        ).update(status=status, error=error[:500])
+    def _write_outcomes(self) -> None:
+        """Record which events were applied or refused (after the answer went out: off the prompt's path)."""
+        outcomes, self._outcomes = self._outcomes, []
+        for session_id, sequence, status, error in outcomes:
+            PromptEvent.objects.filter(
+                session_id=session_id, sequence=sequence, status=PromptEvent.Status.PENDING
+            ).update(status=status, error=error)
+        for session_id in {o[0] for o in outcomes}:
+            InteractiveSession.objects.filter(pk=session_id).update(last_activity=timezone.now())
 
     def _open(self, message: dict[str, Any]) -> dict[str, Any]:
         held, _ = self._hold(message["session"])
@@ -400,10 +410,8 @@ class Worker:
             rebuilt = time.perf_counter()
             frame = encode_frame(whole_mask_frame(held.engine, request))
             return self._result(message, frame, rebuilt - began, time.perf_counter() - rebuilt, rebuilt=True)
-        event = PromptEvent.objects.filter(session_id=session_id, sequence=sequence).first()
-        if event is None:
-            raise JobError("unknown_event", f"session {session_id} has no event {sequence}")
-        result = self._apply(held, sequence, event.kind, event.payload, event.mask)
+        # The message carries the event as the consumer recorded it.
+        result = self._apply(held, sequence, message["kind"], message["payload"], message.get("mask"))
         began = time.perf_counter()
         if result is None:  # reset: the whole mask is empty now
             frame = encode_frame(whole_mask_frame(held.engine, request))

@@ -35,26 +35,37 @@ def resume_or_start_session(
 
 
 def record_event(
-    session: InteractiveSession, kind: str, payload: dict[str, Any], mask: bytes | None = None
+    session: InteractiveSession,
+    kind: str,
+    payload: dict[str, Any],
+    mask: bytes | None = None,
+    *,
+    sequence: int | None = None,
 ) -> PromptEvent:
-    """Write an accepted action as the session's next event (before any worker sees it)."""
-    for _ in range(5):  # two connections on one session may race for a sequence number
+    """Write an accepted action as the session's next event (before any worker sees it). ``sequence``: the
+    number the caller expects it to get (one query fewer); another connection on the same session may have
+    taken it, and then the next free one is used."""
+    for _ in range(5):
         try:
             with transaction.atomic():
-                last = session.events.aggregate(last=Max("sequence"))["last"] or 0
-                event = PromptEvent.objects.create(
-                    session=session,
-                    sequence=last + 1,
+                if sequence is None:
+                    sequence = (
+                        PromptEvent.objects.filter(session_id=session.pk).aggregate(last=Max("sequence"))[
+                            "last"
+                        ]
+                        or 0
+                    ) + 1
+                return PromptEvent.objects.create(
+                    session_id=session.pk,
+                    sequence=sequence,
                     kind=kind,
                     payload=payload,
                     mask=mask,
                     user_id=session.user_id,
                     model_name=session.model_name,
                 )
-                InteractiveSession.objects.filter(pk=session.pk).update(last_activity=timezone.now())
-                return event
         except IntegrityError:
-            continue
+            sequence = None
     raise IntegrityError(f"could not number an event of session {session.pk}")
 
 
