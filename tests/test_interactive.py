@@ -372,6 +372,30 @@ def test_bad_input_gets_errors_and_the_connection_stays_usable(embedded) -> None
         client.result(client.prompt("point", index=list(point)))
 
 
+def test_one_annotators_burst_does_not_hold_up_another(embedded) -> None:
+    server, series_uid, segmentation, _ = embedded
+    points = _liver_points()
+    with (
+        InteractiveClient(server.websocket_url, server.token) as flooder,
+        InteractiveClient(server.websocket_url, server.token) as other,
+    ):
+        flooder.open(series_uid, segmentation, 1)
+        other.open(series_uid, segmentation, 2)
+        burst = [flooder.prompt("point", index=list(points[n % 3])) for n in range(12)]
+        request = other.prompt("point", index=list(points[0]))
+        other.result(request)
+        # The worker takes sessions in turn: the other prompt waited for at most the one running and one more.
+        positions = [m["position"] for m in other.messages if m["type"] == "queued" and m["request"] == request]
+        assert all(p <= 2 for p in positions), positions
+        # The flooder got results for the first 8 and a clear refusal for the rest.
+        while sum(m["type"] in ("result", "error") for m in flooder.messages) < len(burst):
+            flooder.receive()
+        answered = [m["request"] for m in flooder.messages if m["type"] == "result"]
+        refused = [m for m in flooder.messages if m["type"] == "error"]
+        assert answered == burst[:8]
+        assert [m["code"] for m in refused] == ["busy"] * 4 and {m["request"] for m in refused} == set(burst[8:])
+
+
 def test_idle_sessions_are_evicted_and_rebuilt_and_busy_workers_say_queued(tmp_path: Path) -> None:
     require(CT.is_dir(), f"the shared CT series {CT} is missing")
     env = {"ANNOVOX_SESSION_IDLE_S": "2"}

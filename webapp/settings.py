@@ -11,7 +11,8 @@ Everything that differs between the embedded default and a deployment comes from
   default without ``REDIS_URL``), ``ANNOVOX_INPROCESS_DEVICE`` (cpu), ``ANNOVOX_INPROCESS_MAX_SESSIONS`` (8),
   ``ANNOVOX_HEARTBEAT_S`` (1), ``ANNOVOX_WORKER_TIMEOUT_S`` (5: a worker silent for longer is taken for dead),
   ``ANNOVOX_SESSION_IDLE_S`` (1800: idle sessions leave the worker's memory), ``ANNOVOX_WS_RATE`` and
-  ``ANNOVOX_WS_BURST`` (messages a second per connection, 20 and 40).
+  ``ANNOVOX_WS_BURST`` (messages a second per connection, 20 and 40), ``ANNOVOX_WS_MAX_PENDING`` (8 requests
+  awaiting results per connection).
 - ``ANNOVOX_PUBLIC_URL``: e.g. ``https://annovox.example.org``, the base of URLs in DICOMweb responses
   (RetrieveURL, BulkDataURI); unset, they follow each request's Host header.
 """
@@ -127,6 +128,7 @@ ANNOVOX_WORKER_TIMEOUT_S = float(os.environ.get("ANNOVOX_WORKER_TIMEOUT_S", "5")
 ANNOVOX_SESSION_IDLE_S = float(os.environ.get("ANNOVOX_SESSION_IDLE_S", "1800"))
 ANNOVOX_WS_RATE = float(os.environ.get("ANNOVOX_WS_RATE", "20"))
 ANNOVOX_WS_BURST = float(os.environ.get("ANNOVOX_WS_BURST", "40"))
+ANNOVOX_WS_MAX_PENDING = int(os.environ.get("ANNOVOX_WS_MAX_PENDING", "8"))
 
 STORAGES = {
     "default": {

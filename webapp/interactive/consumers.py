@@ -242,6 +242,10 @@ class InteractiveConsumer(AsyncWebsocketConsumer):
     async def _record_and_send(
         self, session: OpenSession, kind: str, payload: dict[str, Any], mask: bytes | None, request: int
     ) -> None:
+        if len(session.pending) >= settings.ANNOVOX_WS_MAX_PENDING:
+            raise ProtocolError(
+                "busy", f"{len(session.pending)} requests still wait for their results: wait for one first"
+            )
         received = time.perf_counter()
         event = await database_sync_to_async(services.record_event)(
             session.record, kind, payload, mask, sequence=session.sequence + 1

@@ -26,6 +26,7 @@ import os
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from .protocol import MaskFrame, ProtocolError, decode_frame, encode_frame
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+Job = tuple[Callable[[], Any], float]  # the work, and when it was queued (time.monotonic)
 
 DRAFT_DELAY_S = 1.0  # a session's draft is written once it has had no prompt for this long
 
@@ -118,6 +120,44 @@ def whole_mask_frame(engine: Session, request: int) -> MaskFrame:
     return MaskFrame(request, start, stop, region.copy(), replace=True)
 
 
+class FairQueue:
+    """Jobs served round-robin across sessions and in order within each, so that one annotator's burst of
+    prompts delays another's by at most one job."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, deque[Job]] = {}
+        self._turns: deque[str] = deque()
+        self._waiting = asyncio.Event()
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    def put(self, session_id: str, job: Job) -> int:
+        """Queue ``job``; returns how many queued jobs will run before it."""
+        queue = self._queues.get(session_id)
+        if queue is None:
+            queue = self._queues[session_id] = deque()
+            self._turns.append(session_id)
+        mine = len(queue)
+        ahead = mine + sum(min(len(q), mine + 1) for s, q in self._queues.items() if s != session_id)
+        queue.append(job)
+        self._waiting.set()
+        return ahead
+
+    async def get(self) -> Job:
+        while not self._turns:
+            self._waiting.clear()
+            await self._waiting.wait()
+        session_id = self._turns.popleft()
+        queue = self._queues[session_id]
+        job = queue.popleft()
+        if queue:
+            self._turns.append(session_id)
+        else:
+            del self._queues[session_id]
+        return job
+
+
 class Worker:
     """One inference worker process (or, in the embedded default, one task in the web server's process)."""
 
@@ -142,7 +182,7 @@ class Worker:
         # that a long replay does not make the worker look dead.
         self._compute = ThreadPoolExecutor(1, thread_name_prefix="annovox-compute")
         self._control = ThreadPoolExecutor(1, thread_name_prefix="annovox-heartbeat")
-        self._jobs: asyncio.Queue[tuple[Callable[[], Any], float]] = asyncio.Queue()
+        self._jobs = FairQueue()
         self._busy = False
         self._stopping = asyncio.Event()
         self._outcomes: list[tuple[str, int, str, str]] = []  # (session, sequence, status, error)
@@ -222,13 +262,13 @@ class Worker:
                 await self._on(self._control, self._beat)
             except Exception:  # a database hiccup must not stop the heartbeats
                 logger.exception("heartbeat of %s failed", self.name)
-            if not self._busy and self._jobs.empty():
+            if not self._busy and not len(self._jobs):
                 now = time.monotonic()
                 for session_id, held in list(self.sessions.items()):
                     if now - held.last_used > settings.ANNOVOX_SESSION_IDLE_S:
-                        self._jobs.put_nowait((partial(self._evict, session_id), time.monotonic()))
+                        self._jobs.put(session_id, (partial(self._evict, session_id), time.monotonic()))
                     elif held.dirty and now - held.last_used > DRAFT_DELAY_S:
-                        self._jobs.put_nowait((partial(self._write_draft, session_id), time.monotonic()))
+                        self._jobs.put(session_id, (partial(self._write_draft, session_id), time.monotonic()))
 
     async def _receive_loop(self) -> None:
         while True:
@@ -239,12 +279,11 @@ class Worker:
             elif kind == "interactive.event":
                 await self._enqueue(message, partial(self._event, message))
             elif kind == "interactive.close":
-                self._jobs.put_nowait((partial(self._close, message), time.monotonic()))
+                self._jobs.put(message["session"], (partial(self._close, message), time.monotonic()))
             else:
                 logger.warning("worker %s ignores a message of type %r", self.name, kind)
 
     async def _enqueue(self, message: dict[str, Any], job: Callable[[], dict[str, Any]]) -> None:
-        ahead = self._jobs.qsize() + (1 if self._busy else 0)
 
         def answered() -> dict[str, Any]:
             try:
@@ -255,7 +294,7 @@ class Worker:
                 logger.exception("job %s failed", message.get("type"))
                 return self._error(message, "internal", f"the worker failed: {error!r}")
 
-        self._jobs.put_nowait((answered, time.monotonic()))
+        ahead = self._jobs.put(message["session"], (answered, time.monotonic())) + (1 if self._busy else 0)
         if ahead:
             await self.layer.send(
                 message["reply"],
