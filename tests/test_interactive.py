@@ -385,7 +385,9 @@ def test_one_annotators_burst_does_not_hold_up_another(embedded) -> None:
         request = other.prompt("point", index=list(points[0]))
         other.result(request)
         # The worker takes sessions in turn: the other prompt waited for at most the one running and one more.
-        positions = [m["position"] for m in other.messages if m["type"] == "queued" and m["request"] == request]
+        positions = [
+            m["position"] for m in other.messages if m["type"] == "queued" and m["request"] == request
+        ]
         assert all(p <= 2 for p in positions), positions
         # The flooder got results for the first 8 and a clear refusal for the rest.
         while sum(m["type"] in ("result", "error") for m in flooder.messages) < len(burst):
@@ -393,7 +395,8 @@ def test_one_annotators_burst_does_not_hold_up_another(embedded) -> None:
         answered = [m["request"] for m in flooder.messages if m["type"] == "result"]
         refused = [m for m in flooder.messages if m["type"] == "error"]
         assert answered == burst[:8]
-        assert [m["code"] for m in refused] == ["busy"] * 4 and {m["request"] for m in refused} == set(burst[8:])
+        assert [m["code"] for m in refused] == ["busy"] * 4
+        assert {m["request"] for m in refused} == set(burst[8:])
 
 
 def test_idle_sessions_are_evicted_and_rebuilt_and_busy_workers_say_queued(tmp_path: Path) -> None:
