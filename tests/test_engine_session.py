@@ -241,6 +241,16 @@ def test_reset(model: Model, image: np.ndarray):
     np.testing.assert_array_equal(session.add_point((20, 24, 28)).mask, fresh.add_point((20, 24, 28)).mask)
 
 
+def test_mask_in_a_box(model: Model, image: np.ndarray):
+    session = session_on(model, image)
+    run(prompts(session))
+    whole = session.mask.astype(bool)
+    part = session.mask_in((3, 5, 7), (30, 41, 44))
+    assert part.dtype == bool and np.array_equal(part, whole[3:30, 5:41, 7:44])
+    with pytest.raises(PromptError):
+        session.mask_in((0, 0, 0), (1, 1, 10_000))
+
+
 def test_initial_mask(model: Model, image: np.ndarray):
     session = session_on(model, image)
     session.add_point((5, 5, 5))

@@ -41,6 +41,7 @@ from django.utils import timezone
 
 from inference.errors import EngineError
 from inference.model import Model, load_model
+from inference.prompts import Box
 from inference.registry import configured_model
 from inference.session import Result, Session
 from webapp.segmentations.models import Draft, InteractiveSession, PromptEvent
@@ -73,6 +74,7 @@ class HeldSession:
     segment_id: int
     geometry: dict[str, Any]  # of the series' voxel grid, as the ready message gives it
     sequence: int  # the last event applied
+    extent: Box | None = None  # holds every voxel set since the last reset (the union of changed regions)
     last_used: float = field(default_factory=time.monotonic)
     dirty: bool = False  # the mask changed since the draft was written
 
@@ -108,15 +110,33 @@ def apply_event(engine: Session, kind: str, payload: dict[str, Any], mask: bytes
     raise EngineError(f"unknown event kind {kind!r}")
 
 
-def whole_mask_frame(engine: Session, request: int) -> MaskFrame:
-    """The whole current mask as a REPLACE frame over its bounding box."""
-    mask = engine.mask.view(bool)
+def _union(extent: Box | None, start: tuple[int, int, int], stop: tuple[int, int, int]) -> Box | None:
+    """The box holding ``extent`` and [start, stop) (an empty box adds nothing)."""
+    if any(b <= a for a, b in zip(start, stop, strict=True)):
+        return extent
+    (k0, j0, i0), (k1, j1, i1) = start, stop
+    if extent is None:
+        return ((k0, k1), (j0, j1), (i0, i1))
+    (a0, a1), (b0, b1), (c0, c1) = extent
+    return ((min(a0, k0), max(a1, k1)), (min(b0, j0), max(b1, j1)), (min(c0, i0), max(c1, i1)))
+
+
+def whole_mask_frame(held: HeldSession, request: int) -> MaskFrame:
+    """The whole current mask as a REPLACE frame over its bounding box (found inside the session's extent,
+    which holds every voxel that was ever set, without reading the whole volume)."""
+    empty = MaskFrame(request, (0, 0, 0), (0, 0, 0), np.zeros((0, 0, 0), dtype=bool), replace=True)
+    if held.extent is None:
+        return empty
+    (k0, k1), (j0, j1), (i0, i1) = held.extent
+    mask = held.engine.mask_in((k0, j0, i0), (k1, j1, i1))
     hits = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != d))) for d in range(3)]
     if not len(hits[0]):
-        return MaskFrame(request, (0, 0, 0), (0, 0, 0), np.zeros((0, 0, 0), dtype=bool), replace=True)
-    start = (int(hits[0][0]), int(hits[1][0]), int(hits[2][0]))
-    stop = (int(hits[0][-1]) + 1, int(hits[1][-1]) + 1, int(hits[2][-1]) + 1)
-    region = mask[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]]
+        return empty
+    low = [int(h[0]) for h in hits]
+    high = [int(h[-1]) + 1 for h in hits]
+    region = mask[low[0] : high[0], low[1] : high[1], low[2] : high[2]]
+    start = (k0 + low[0], j0 + low[1], i0 + low[2])
+    stop = (k0 + high[0], j0 + high[1], i0 + high[2])
     return MaskFrame(request, start, stop, region.copy(), replace=True)
 
 
@@ -402,6 +422,7 @@ class Worker:
             raise JobError(code, str(error)) from error
         self._outcomes.append((held.session_id, sequence, PromptEvent.Status.APPLIED, ""))
         held.dirty = True
+        held.extent = None if result is None else _union(held.extent, result.start, result.stop)
         return result
 
     def _write_outcomes(self) -> None:
@@ -417,7 +438,7 @@ class Worker:
     def _open(self, message: dict[str, Any]) -> dict[str, Any]:
         held, _ = self._hold(message["session"])
         began = time.perf_counter()
-        frame = encode_frame(whole_mask_frame(held.engine, 0))
+        frame = encode_frame(whole_mask_frame(held, 0))
         model = held.engine.model
         return {
             "type": "interactive.ready",
@@ -447,13 +468,13 @@ class Worker:
             began = time.perf_counter()
             held, _ = self._hold(session_id)
             rebuilt = time.perf_counter()
-            frame = encode_frame(whole_mask_frame(held.engine, request))
+            frame = encode_frame(whole_mask_frame(held, request))
             return self._result(message, frame, rebuilt - began, time.perf_counter() - rebuilt, rebuilt=True)
         # The message carries the event as the consumer recorded it.
         result = self._apply(held, sequence, message["kind"], message["payload"], message.get("mask"))
         began = time.perf_counter()
         if result is None:  # reset: the whole mask is empty now
-            frame = encode_frame(whole_mask_frame(held.engine, request))
+            frame = encode_frame(whole_mask_frame(held, request))
             inference = 0.0
         else:
             frame = encode_frame(MaskFrame(request, result.start, result.stop, result.mask))
@@ -494,7 +515,7 @@ class Worker:
         held = self.sessions.get(session_id)
         if held is None or not held.dirty:
             return
-        frame = whole_mask_frame(held.engine, 0)
+        frame = whole_mask_frame(held, 0)
         Draft.objects.update_or_create(
             segment_id=held.segment_id,
             defaults={
