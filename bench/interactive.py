@@ -21,7 +21,7 @@ before the next prompt. Per prompt it records:
 Targets (issue 5): overhead ≤ 20 ms p50 on loopback; results carry only the changed region; with 4
 annotators on two CPU workers, p95 end-to-end ≤ 2× the single annotator's p95.
 
-Usage: ``.venv/bin/python bench/interactive.py [--slices 300] [--prompts 10] [--json OUT]``
+Usage: ``.venv/bin/python bench/interactive.py [--slices 300] [--prompts 20] [--json OUT]``
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--slices", type=int, default=300)
-    parser.add_argument("--prompts", type=int, default=10, help="prompts per annotator and round")
+    parser.add_argument("--prompts", type=int, default=20, help="prompts per annotator and round")
     parser.add_argument("--annotators", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
