@@ -35,6 +35,8 @@ from inference.errors import ModelError
 
 PLANS_FILE = "plans.json"
 DATASET_FILE = "dataset.json"
+# Written by our trainer (inference/training): data, steps, seed, commit.
+PROVENANCE_FILE = "provenance.json"
 INFO_FILE = "inference_info.json"
 LEGACY_INFO_FILE = "inference_session_class.json"
 CHECKPOINT_FILE = "checkpoint_final.pth"
@@ -144,7 +146,9 @@ class ModelInfo:
     """What a model folder says about itself; reading it loads no weights into memory."""
 
     name: str  # the folder's name
-    version: str  # what follows "_v" at the end of the name ("nnInteractive_v1.0" -> "1.0"), else "unknown"
+    # What follows "_v" at the end of the name ("nnInteractive_v1.0" -> "1.0"); for models our trainer made,
+    # steps and commit from provenance.json ("2600-f907e4a"); else "unknown".
+    version: str
     license: str
     path: Path
     patch_size: tuple[int, int, int]
@@ -214,7 +218,7 @@ def open_model_folder(path: str | Path, *, mmap: bool = False) -> tuple[ModelFol
     dataset_name = str(plans.get("dataset_name", ""))
     info = ModelInfo(
         name=path.name,
-        version=_version_from_name(path.name),
+        version=_version(path),
         license=_read_license(path, dataset_name, configuration_name),
         path=path,
         patch_size=patch_size,
@@ -552,6 +556,12 @@ def _read_license(path: Path, dataset_name: str, configuration: str) -> str:
     return UNKNOWN_LICENSE
 
 
-def _version_from_name(name: str) -> str:
-    match = re.search(r"_v(\d[\w.\-]*)$", name)
-    return match.group(1) if match else "unknown"
+def _version(path: Path) -> str:
+    match = re.search(r"_v(\d[\w.\-]*)$", path.name)
+    if match:
+        return match.group(1)
+    try:
+        provenance = json.loads((path / PROVENANCE_FILE).read_text())
+        return f"{int(provenance['steps'])}-{provenance['commit']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unknown"

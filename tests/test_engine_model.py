@@ -19,7 +19,7 @@ import torch
 
 from inference import EngineError, InteractionConfig, ModelError, PromptError, load_model, registry
 from inference.cli import main
-from inference.model_folder import inspect_model_folder
+from inference.model_folder import PROVENANCE_FILE, inspect_model_folder
 from inference.registry import list_models, register, resolve
 from tests.conftest import ROOT
 from tests.engine_checkpoints import OFFICIAL_CONFIGURATION, OFFICIAL_DATASET, make_checkpoint_folder
@@ -403,8 +403,10 @@ def test_cli_import_and_list(tmp_path):
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
     assert lines[0].split() == ["NAME", "VERSION", "LICENCE", "PATH"]
-    # The shipped default model comes first, then the registered ones by name.
-    assert lines[1].split()[:3] == ["default", "unknown", "Apache-2.0"]
+    # The shipped default model comes first (versioned by its training steps and commit), then the
+    # registered ones by name.
+    provenance = json.loads((resolve("default") / PROVENANCE_FILE).read_text())
+    assert lines[1].split()[:3] == ["default", f"{provenance['steps']}-{provenance['commit']}", "Apache-2.0"]
     assert lines[2].startswith("broken") and "(broken: " in lines[2]
     assert lines[3].split() == ["mine_v2", "2", "Apache-2.0", str(models / "mine_v2")]
 

@@ -24,13 +24,13 @@ from inference.model_folder import (
     INFO_FILE,
     LICENSE_FILE,
     PLANS_FILE,
+    PROVENANCE_FILE,
     REFERENCE_SESSION_CLASS,
     InteractionConfig,
 )
 
 TRAINER_NAME = "AnnovoxInteractiveTrainer"
 CONFIGURATION = "3d_fullres"
-PROVENANCE_FILE = "provenance.json"
 # The licence of models we train: the project's own. provenance.json lists the data and their licences.
 OUR_LICENSE = "Apache-2.0"
 

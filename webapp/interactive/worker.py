@@ -404,7 +404,9 @@ class Worker:
             except JobError:
                 continue  # refused when it was new too, or refused now for the first time: skipped either way
         held.sequence = events[-1].sequence if events else 0
-        InteractiveSession.objects.filter(pk=session_id).update(worker=self.row, model_license=model.license)
+        InteractiveSession.objects.filter(pk=session_id).update(
+            worker=self.row, model_license=model.license, model_version=model.version
+        )
         self.sessions[session_id] = held
         return held, True
 

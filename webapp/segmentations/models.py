@@ -1,6 +1,8 @@
-"""Segmentations of a series, their segments, and what the annotator did to them.
+"""Segmentations of a series, their segments, their saved versions, and what the annotator did to them.
 
 A segmentation belongs to one source series and holds numbered segments (DICOM SEG segment numbers, from 1).
+Each save is a :class:`SegmentationVersion`: a DICOM SEG instance in the study database, never changed
+afterwards; all versions of a segmentation form one SEG series.
 Interactive work on one segment is an :class:`InteractiveSession`; every prompt, undo and reset in it is a
 :class:`PromptEvent`, written before a worker sees it, so a session can always be rebuilt by replaying its
 events. :class:`Draft` keeps the latest mask of each segment, so a reloaded page shows it at once.
@@ -10,8 +12,18 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from pydicom.uid import generate_uid
 
-from webapp.studies.models import Series
+from webapp.studies.models import Instance, Series
+
+
+def _new_uid() -> str:
+    return str(generate_uid())
+
+
+def _tissue() -> dict[str, str]:
+    # SNOMED CT "Tissue": the category and type of a segment nobody described further.
+    return {"value": "85756007", "scheme": "SCT", "meaning": "Tissue"}
 
 
 class Segmentation(models.Model):
@@ -20,6 +32,8 @@ class Segmentation(models.Model):
     description = models.CharField(max_length=256, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True)
     created = models.DateTimeField(auto_now_add=True)
+    # The SEG series its versions are saved in (one instance per version).
+    seg_series_instance_uid = models.CharField(max_length=64, unique=True, default=_new_uid)
 
     def __str__(self) -> str:
         return f"{self.label} on {self.series}"
@@ -30,6 +44,13 @@ class Segment(models.Model):
     number = models.PositiveSmallIntegerField(help_text="Segment number, from 1, unique in its segmentation.")
     label = models.CharField(max_length=64)
     color = models.CharField(max_length=7, default="#e6194b", help_text="#rrggbb")
+    category = models.JSONField(default=_tissue, help_text="Coded category: {value, scheme, meaning}.")
+    type = models.JSONField(default=_tissue, help_text="Coded property type: {value, scheme, meaning}.")
+    tracking_id = models.CharField(max_length=64, blank=True)
+    tracking_uid = models.CharField(max_length=64, default=_new_uid)
+    # How the segment was made before Annovox saw it (from a loaded SEG); AI prompts here make it
+    # SEMIAUTOMATIC. Empty: MANUAL unless AI prompts contributed.
+    algorithm = models.JSONField(default=dict, blank=True, help_text="{type, name, version} or {}")
 
     class Meta:
         constraints = [
@@ -65,6 +86,7 @@ class InteractiveSession(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     model_name = models.CharField(max_length=200)
     model_license = models.CharField(max_length=100, blank=True)
+    model_version = models.CharField(max_length=64, blank=True)
     worker = models.ForeignKey(
         "interactive.InferenceWorker",
         on_delete=models.SET_NULL,
@@ -117,3 +139,34 @@ class PromptEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} #{self.sequence} of {self.session_id}"
+
+
+class SegmentationVersion(models.Model):
+    """One saved state of a segmentation: a DICOM SEG instance in the study database. Immutable."""
+
+    segmentation = models.ForeignKey(Segmentation, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField(help_text="1, 2, … in the order of saving.")
+    parent = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    restored_from = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    instance = models.ForeignKey(Instance, on_delete=models.PROTECT, related_name="segmentation_versions")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True)
+    created = models.DateTimeField(auto_now_add=True)
+    description = models.CharField(max_length=256, blank=True)
+    # The segments as saved, each {number, label, color, category, type, tracking_id, tracking_uid,
+    # algorithm: {type, name, version}, layer, voxels}.
+    segments = models.JSONField(default=list)
+    layer_count = models.PositiveSmallIntegerField(default=1)
+    changed_voxels = models.JSONField(
+        default=dict, help_text="Voxels that differ from the parent version, per segment number."
+    )
+
+    class Meta:
+        ordering = ["segmentation", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["segmentation", "number"], name="unique_version_number"),
+        ]
+
+    def __str__(self) -> str:
+        return f"version {self.number} of {self.segmentation}"

@@ -23,7 +23,7 @@ from .geometry import (
     VolumeError,
     volume_from_datasets,
 )
-from .series import build_volume, series_fingerprint, volume_cache
+from .series import build_volume, read_instance, series_fingerprint, volume_cache
 
 __all__ = [
     "CacheStats",
@@ -44,6 +44,7 @@ __all__ = [
     "VolumeCache",
     "VolumeError",
     "build_volume",
+    "read_instance",
     "series_fingerprint",
     "volume_cache",
     "volume_from_datasets",

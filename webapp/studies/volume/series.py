@@ -32,10 +32,11 @@ def series_fingerprint(series: Series) -> str:
     return digest.hexdigest()
 
 
-def _read(instance: Instance) -> pydicom.Dataset:
+def read_instance(instance: Instance, *, header_only: bool = False) -> pydicom.Dataset:
+    """The stored file of an instance as a data set; ``header_only``: without pixel data."""
     try:
         with default_storage.open(instance.file, "rb") as file:
-            return pydicom.dcmread(file)
+            return pydicom.dcmread(file, stop_before_pixels=header_only)
     except (OSError, InvalidDicomError) as exc:
         raise UnsupportedPixelDataError(
             f"{instance.sop_instance_uid}: the stored file cannot be read: {exc}"
@@ -46,7 +47,7 @@ def _build(series: Series) -> Volume:
     instances = list(series.instances.order_by("pk"))
     if not instances:
         raise EmptySeriesError(f"series {series.series_instance_uid} has no instances")
-    return volume_from_datasets([_read(instance) for instance in instances])
+    return volume_from_datasets([read_instance(instance) for instance in instances])
 
 
 def build_volume(series: Series) -> Volume:
