@@ -33,6 +33,11 @@ class MissingGeometryError(SegError):
     """The SEG lacks what is needed to place its frames (plane positions or orientation)."""
 
 
+class UnsupportedSegError(SegError):
+    """A valid SEG of a kind Annovox does not read: slide microscopy (tiled frames on a slide), pixel data
+    that no installed decoder handles, or a real segment numbered 0."""
+
+
 @dataclass(frozen=True)
 class Code:
     """A coded concept, as in DICOM's Code Sequence: e.g. ``Code("10200004", "SCT", "Liver")``."""
