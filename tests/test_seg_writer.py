@@ -668,11 +668,17 @@ def test_a_segment_on_two_layers_is_refused(ct):
         write(Labelmap(layers, [SegmentInfo(1, "one")]), volume, headers)
 
 
-def test_an_empty_labelmap_and_no_segments_are_refused(ct):
+def test_an_empty_labelmap_is_one_empty_frame_and_no_segments_are_refused(ct, tmp_path):
     volume, headers = ct
-    empty = Labelmap(np.zeros((1, *volume.array.shape), np.uint8), [SegmentInfo(1, "one")])
-    with pytest.raises(SegError, match="the labelmap is empty"):
-        write(empty, volume, headers)
+    empty = Labelmap(
+        np.zeros((1, *volume.array.shape), np.uint8), [SegmentInfo(1, "one"), SegmentInfo(2, "two")]
+    )
+    dataset = write(empty, volume, headers)
+    assert int(dataset.NumberOfFrames) == 1
+    path = tmp_path / "empty.dcm"
+    path.write_bytes(seg_bytes(dataset))
+    assert_valid(path)
+    assert_same_masks(empty, highdicom_masks(dataset, volume))
     with pytest.raises(SegError, match="describes no segments"):
         write(Labelmap(empty.layers, []), volume, headers)
 

@@ -12,5 +12,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/", include("webapp.studies.api_urls")),
+    path("api/", include("webapp.segmentations.api_urls")),
     path("dicomweb/", include("webapp.studies.dicomweb.urls")),
 ]

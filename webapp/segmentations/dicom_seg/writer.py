@@ -117,7 +117,10 @@ def write_seg(
 
     included = np.flatnonzero(presence.present[1:].any(axis=0))
     if included.size == 0:
-        raise SegError("the labelmap is empty: no segment has a voxel, so there is no frame to store")
+        # Nothing drawn (yet, or all erased) is a state worth saving, but a SEG needs a frame: segment 1
+        # gets one empty frame on the first slice.
+        presence.present[1, 0] = True
+        included = np.array([0])
     probe = _probe(
         source_images,
         plane_of_slice,
