@@ -22,7 +22,8 @@ Every figure is wall time with the CPU time of this process (and of the programs
 shared machine the CPU time moves less with other load. The JSON also keeps the load average before and
 after the run.
 
-Targets (issue 6): saving takes at most 2 s and less than ``itkimage2segimage`` on the same input.
+Targets (issue 6): saving takes at most 2 s and less than ``itkimage2segimage`` on the same input; reading
+takes at most 1 s.
 
 Usage: ``.venv/bin/python bench/seg.py [--slices 300] [--segments 20] [--repeats 3] [--highdicom]
 [--json bench/results/seg.json]``

@@ -193,7 +193,11 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("ANNOVOX_LOG_LEVEL", "INFO")},
-    "loggers": {"django.server": {"level": "WARNING"}},
+    "loggers": {
+        "django.server": {"level": "WARNING"},
+        # highdicom narrates every attribute it copies at INFO: one line per source image and module.
+        "highdicom": {"level": "WARNING"},
+    },
 }
 
 # Daphne does not serve files: ServeStatic (async, so requests stay off the thread pool) serves the built
