@@ -210,7 +210,7 @@ def seg_instances_of(series: Series) -> list[Instance]:
     candidates = Instance.objects.filter(series__study_id=series.study_id, sop_class_uid__in=SEG_SOP_CLASSES)
     return [
         instance
-        for instance in candidates.order_by("pk")
+        for instance in candidates.select_related("series").order_by("pk")
         if series.series_instance_uid in _referenced_series_in_metadata(instance.metadata)
     ]
 
