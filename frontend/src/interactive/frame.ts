@@ -68,21 +68,21 @@ export function unpackBits(bits: Uint8Array, count: number): Uint8Array {
   return mask;
 }
 
-function asBytes(data: ArrayBuffer | ArrayBufferView): Uint8Array {
+function asBytes(data: ArrayBufferLike | ArrayBufferView): Uint8Array {
   if (data instanceof Uint8Array) return data;
   if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   return new Uint8Array(data);
 }
 
 /** The request id in a frame's header, or null when the data is too short to hold one. */
-export function frameRequest(data: ArrayBuffer | ArrayBufferView): number | null {
+export function frameRequest(data: ArrayBufferLike | ArrayBufferView): number | null {
   const bytes = asBytes(data);
   if (bytes.length < 12) return null;
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(8, true);
 }
 
 /** A frame back into a region and its mask; FrameError for anything malformed or outside ``volumeShape``. */
-export async function decodeFrame(data: ArrayBuffer | ArrayBufferView, volumeShape?: Index3): Promise<MaskFrame> {
+export async function decodeFrame(data: ArrayBufferLike | ArrayBufferView, volumeShape?: Index3): Promise<MaskFrame> {
   const bytes = asBytes(data);
   if (bytes.length > MAX_FRAME_BYTES) {
     throw new FrameError("too_large", `a binary frame may hold at most ${MAX_FRAME_BYTES} bytes`);

@@ -72,8 +72,9 @@ export function parseNpy(bytes: Uint8Array): NpyArray {
   if (bytes.length - dataStart < count * itemBytes) {
     throw new NpyFormatError(`the .npy data is cut short: ${count} values of ${itemBytes} bytes are needed`);
   }
-  // A copy: the data then owns an aligned buffer whatever the header length was.
-  const raw = bytes.slice(dataStart, dataStart + count * itemBytes);
+  // A copy, which owns an aligned buffer whatever the header length was (and whatever ``slice`` means for a
+  // Uint8Array subclass such as Node's Buffer, where it makes a view).
+  const raw = new Uint8Array(bytes.subarray(dataStart, dataStart + count * itemBytes));
   if (dtype === "uint8") return { dtype, shape, data: raw };
   if (bigEndian) {
     for (let n = 0; n < raw.length; n += 2) [raw[n], raw[n + 1]] = [raw[n + 1], raw[n]];
