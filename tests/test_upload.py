@@ -217,6 +217,9 @@ def test_study_list_with_search_and_filters(bearer, shared_data):
     assert uids(search="nobody-has-this-name") == set()
     assert uids(modality="pt") == {sts_uid}
     assert len(uids(modality="CT")) == 3
+    assert uids(date_from="2000-09-07", date_to="2000-09-07") == {sts_uid}
+    assert sts_uid not in uids(date_from="2000-09-08") and sts_uid not in uids(date_to="2000-09-06")
+    assert bearer.get(STUDIES_URL, {"date_from": "7.9.2000"}).status_code == 400
     page = bearer.get(STUDIES_URL, {"limit": 1, "offset": 1}).json()
     assert page["count"] == 3 and len(page["results"]) == 1 and page["next"] and page["previous"] is not None
 

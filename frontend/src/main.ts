@@ -1,8 +1,14 @@
 import "./style.css";
 
 import { type CurrentUser, csrfToken, getJSON } from "./api";
+import { showSeriesPicker } from "./series";
 import { StudyList } from "./studies";
 import { Uploader } from "./upload";
+
+// Hash routes, all served by the one index.html at `/`:
+//   #/                          study list and upload
+//   #/study/{study}             series picker
+//   #/series/{study}/{series}   viewer
 
 function byId<T extends HTMLElement>(id: string): T {
   const node = document.getElementById(id);
@@ -18,12 +24,20 @@ async function showUser(): Promise<void> {
   logout.querySelector<HTMLInputElement>('input[name="csrfmiddlewaretoken"]')!.value = csrfToken();
 }
 
-async function start(): Promise<void> {
-  const studies = new StudyList(
+let studies: StudyList | null = null;
+
+function studyList(): StudyList {
+  if (studies) return studies;
+  const list = new StudyList(
     byId<HTMLTableElement>("study-table"),
     byId("study-message"),
     byId<HTMLFormElement>("study-search"),
     byId<HTMLInputElement>("study-query"),
+    {
+      modality: byId<HTMLSelectElement>("study-modality"),
+      dateFrom: byId<HTMLInputElement>("study-date-from"),
+      dateTo: byId<HTMLInputElement>("study-date-to"),
+    },
   );
   new Uploader(
     {
@@ -39,18 +53,52 @@ async function start(): Promise<void> {
       onlyRejected: byId<HTMLInputElement>("only-rejected"),
       table: byId<HTMLTableElement>("results-table"),
     },
-    () => void studies.load().catch(() => undefined),
+    () => void list.load().catch(() => undefined),
   );
+  studies = list;
+  return list;
+}
+
+type Page = "studies" | "series" | "viewer";
+let closeViewer: (() => void) | null = null;
+let generation = 0;
+
+function show(page: Page): void {
+  byId("studies-page").hidden = page !== "studies";
+  byId("series-page").hidden = page !== "series";
+  byId("viewer-page").hidden = page !== "viewer";
+  document.body.dataset.page = page;
+}
+
+async function route(): Promise<void> {
+  const current = ++generation;
+  const [name, ...args] = location.hash.replace(/^#\/?/, "").split("/").filter(Boolean);
+  closeViewer?.();
+  closeViewer = null;
+  // Tests wait for `data-ready` after each navigation.
+  document.body.dataset.ready = "false";
   try {
-    await showUser();
-    await studies.load();
+    if (name === "study" && args.length === 1) {
+      show("series");
+      await showSeriesPicker(byId("series-page"), args[0]);
+    } else if (name === "series" && args.length === 2) {
+      show("viewer");
+      // Cornerstone is loaded only here, so the study list stays light.
+      const { openViewer } = await import("./viewer/page");
+      if (current !== generation) return;
+      closeViewer = openViewer(byId("viewer-page"), args[0], args[1]).close;
+    } else {
+      show("studies");
+      await studyList().load();
+    }
   } catch (error) {
-    // The study list shows its own error; a failed /api/me/ most likely means the session ended.
+    // Each page shows its own error; a failed request most likely means the session ended.
     console.error(error);
   } finally {
-    // End-to-end tests wait for this before they look at the page.
-    document.body.dataset.ready = "true";
+    if (current === generation) document.body.dataset.ready = "true";
   }
 }
 
-void start();
+window.addEventListener("hashchange", () => void route());
+void showUser().catch((error: unknown) => console.error(error));
+void route();

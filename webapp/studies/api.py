@@ -3,6 +3,7 @@
 Authentication is a session (with CSRF) or ``Authorization: Bearer TOKEN``; see the REST_FRAMEWORK setting.
 """
 
+import datetime as dt
 from typing import Any
 
 from django.conf import settings
@@ -13,6 +14,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import IsAuthenticated
@@ -26,9 +28,12 @@ from .models import Series, Study
 from .serializers import ImportRequestSerializer, ImportResultSerializer, StudySerializer
 
 
-def study_queryset(search: str = "", modality: str = "") -> QuerySet[Study]:
+def study_queryset(
+    search: str = "", modality: str = "", date_from: dt.date | None = None, date_to: dt.date | None = None
+) -> QuerySet[Study]:
     """Studies with their counts, newest first. Every word of ``search`` must match the patient's name or ID,
-    the description, the accession number or the Study Instance UID."""
+    the description, the accession number or the Study Instance UID; ``date_from``/``date_to`` bound the
+    study date (inclusive)."""
     studies = Study.objects.select_related("patient")
     for word in search.split():
         studies = studies.filter(
@@ -40,6 +45,10 @@ def study_queryset(search: str = "", modality: str = "") -> QuerySet[Study]:
         )
     if modality:
         studies = studies.filter(series__modality__iexact=modality).distinct()
+    if date_from:
+        studies = studies.filter(study_date__gte=date_from)
+    if date_to:
+        studies = studies.filter(study_date__lte=date_to)
     return (
         studies.annotate(
             series_count=Count("series", distinct=True),
@@ -63,6 +72,8 @@ class StudyPagination(LimitOffsetPagination):
         OpenApiParameter(
             "modality", str, description="Only studies with a series of this modality, e.g. CT."
         ),
+        OpenApiParameter("date_from", OpenApiTypes.DATE, description="Studies on or after this date."),
+        OpenApiParameter("date_to", OpenApiTypes.DATE, description="Studies on or before this date."),
     ]
 )
 class StudyList(generics.ListAPIView):
@@ -73,7 +84,22 @@ class StudyList(generics.ListAPIView):
 
     def get_queryset(self) -> QuerySet[Study]:
         params = self.request.query_params
-        return study_queryset(params.get("search", ""), params.get("modality", ""))
+        return study_queryset(
+            params.get("search", ""),
+            params.get("modality", ""),
+            _date_param(params, "date_from"),
+            _date_param(params, "date_to"),
+        )
+
+
+def _date_param(params: Any, name: str) -> dt.date | None:
+    value = params.get(name, "")
+    if not value:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise ValidationError({name: f"not a date (YYYY-MM-DD): {value!r}"}) from None
 
 
 class StudyImport(APIView):

@@ -1,0 +1,404 @@
+// The image viewer: one series as a Cornerstone3D streaming volume in axial, sagittal and coronal views and a
+// 3D view. Images come from our DICOMweb server: metadata once from WADO-RS, then one `wadors:` frame request
+// per slice, decoded by the dicom-image-loader's web workers.
+
+import {
+  Enums,
+  RenderingEngine,
+  cache,
+  eventTarget,
+  init as initCore,
+  setVolumesForViewports,
+  utilities as csUtils,
+  volumeLoader,
+  type Types,
+} from "@cornerstonejs/core";
+import { init as initLoader, wadors } from "@cornerstonejs/dicom-image-loader";
+import {
+  CrosshairsTool,
+  Enums as ToolEnums,
+  PanTool,
+  StackScrollTool,
+  ToolGroupManager,
+  TrackballRotateTool,
+  WindowLevelTool,
+  ZoomTool,
+  addTool,
+  init as initTools,
+} from "@cornerstonejs/tools";
+
+import { personName } from "../format";
+import { Tag, frameUrl, getDicomJson, number, text } from "./dicomweb";
+import {
+  type DicomJson,
+  type Geometry,
+  type Markers,
+  type Vec3,
+  type VoxelIndex,
+  geometryDifference,
+  geometryFromInstances,
+  viewportMarkers,
+  volumeShape,
+  voxelToWorld,
+  worldToContinuousVoxel,
+  worldToVoxel,
+} from "./geometry";
+import { CT_PRESETS, type VoiRange, automaticRange, initialPreset, presetRange } from "./presets";
+
+export type ViewportId = "axial" | "sagittal" | "coronal" | "3d";
+export const SLICE_VIEWS: ViewportId[] = ["axial", "sagittal", "coronal"];
+export const ALL_VIEWS: ViewportId[] = [...SLICE_VIEWS, "3d"];
+const ORIENTATION: Record<Exclude<ViewportId, "3d">, Enums.OrientationAxis> = {
+  axial: Enums.OrientationAxis.AXIAL,
+  sagittal: Enums.OrientationAxis.SAGITTAL,
+  coronal: Enums.OrientationAxis.CORONAL,
+};
+const ENGINE_ID = "annovox-engine";
+const MPR_TOOLS = "annovox-mpr";
+const VOLUME_TOOLS = "annovox-3d";
+
+export interface LoadTimes {
+  /** Milliseconds since navigation start (performance.now()); null until it happened. */
+  metadata: number | null;
+  firstImage: number | null;
+  fullVolume: number | null;
+}
+
+export interface ViewerCallbacks {
+  /** The metadata is in and the views are set up; `title` names the series. */
+  opened(title: string): void;
+  progress(loaded: number, total: number): void;
+  markers(viewportId: ViewportId, markers: Markers): void;
+}
+
+let initialised: Promise<void> | null = null;
+
+/** Cornerstone, its tools and the DICOM loader, once per page. */
+function initCornerstone(): Promise<void> {
+  initialised ??= (async () => {
+    initCore();
+    // Two workers decode frames; more gain nothing for uncompressed frames and cost start-up time.
+    initLoader({ maxWebWorkers: Math.min(2, navigator.hardwareConcurrency || 1) });
+    initTools();
+    for (const tool of [CrosshairsTool, PanTool, StackScrollTool, TrackballRotateTool, WindowLevelTool, ZoomTool]) {
+      addTool(tool);
+    }
+  })();
+  return initialised;
+}
+
+interface SeriesInfo {
+  modality: string;
+  title: string;
+  imageIds: string[];
+  geometry: Geometry;
+}
+
+/** WADO-RS metadata of a series -> `wadors:` image ids in k order (registered with the loader) and our grid. */
+async function loadSeries(study: string, series: string): Promise<SeriesInfo> {
+  const instances = await getDicomJson(`/studies/${study}/series/${series}/metadata`);
+  const images = instances.filter((instance) => instance["7FE00010"] !== undefined);
+  if (images.some((instance) => number(instance, Tag.NumberOfFrames) > 1)) {
+    throw new Error("multi-frame series are not supported by the viewer yet");
+  }
+  const { geometry, sorted } = geometryFromInstances(images);
+  const imageIds = sorted.map((instance: DicomJson) => {
+    const imageId = `wadors:${frameUrl(study, series, text(instance, Tag.SOPInstanceUID))}`;
+    // The loader reads pixel module, plane and VOI attributes of each frame from here.
+    wadors.metaDataManager.add(imageId, instance as never);
+    return imageId;
+  });
+  const first = images[0];
+  const title = [
+    personName(text(first, Tag.PatientName)),
+    text(first, Tag.Modality),
+    text(first, Tag.SeriesNumber) && `#${text(first, Tag.SeriesNumber)}`,
+    text(first, Tag.SeriesDescription),
+  ].filter(Boolean);
+  return { modality: text(first, Tag.Modality), title: title.join(" · "), imageIds, geometry };
+}
+
+function vec3(value: ArrayLike<number>): Vec3 {
+  return [value[0], value[1], value[2]];
+}
+
+export class Viewer {
+  readonly times: LoadTimes = { metadata: null, firstImage: null, fullVolume: null };
+  geometry: Geometry | null = null;
+  modality = "";
+  private engine: RenderingEngine | null = null;
+  private volume: Types.IImageVolume | null = null;
+  private elements = new Map<ViewportId, HTMLDivElement>();
+  private preset: string = "auto";
+  private autoRange: VoiRange | null = null;
+  private listeners: [EventTarget, string, EventListener][] = [];
+  private resizeObserver: ResizeObserver | null = null;
+
+  constructor(
+    elements: Record<ViewportId, HTMLDivElement>,
+    private readonly callbacks: ViewerCallbacks,
+  ) {
+    for (const id of ALL_VIEWS) this.elements.set(id, elements[id]);
+  }
+
+  /** Loads the series and resolves once every frame is loaded and every view has rendered it. */
+  async open(study: string, series: string): Promise<void> {
+    await initCornerstone();
+    const info = await loadSeries(study, series);
+    this.times.metadata = performance.now();
+    this.modality = info.modality;
+    this.geometry = info.geometry;
+
+    const volumeId = `cornerstoneStreamingImageVolume:${series}`;
+    const volume = await volumeLoader.createAndCacheVolume(volumeId, { imageIds: info.imageIds });
+    this.volume = volume;
+    this.checkGeometry(volume);
+
+    const engine = new RenderingEngine(ENGINE_ID);
+    this.engine = engine;
+    engine.setViewports(
+      ALL_VIEWS.map((id) => ({
+        viewportId: id,
+        element: this.elements.get(id)!,
+        type: id === "3d" ? Enums.ViewportType.VOLUME_3D : Enums.ViewportType.ORTHOGRAPHIC,
+        defaultOptions: {
+          orientation: id === "3d" ? Enums.OrientationAxis.CORONAL : ORIENTATION[id],
+          background: [0, 0, 0] as Types.Point3,
+        },
+      })),
+    );
+    this.setUpTools();
+    for (const id of ALL_VIEWS) {
+      this.listen(this.elements.get(id)!, Enums.Events.CAMERA_MODIFIED, () => this.updateMarkers(id));
+    }
+
+    await setVolumesForViewports(engine, [{ volumeId }], SLICE_VIEWS);
+    await setVolumesForViewports(engine, [{ volumeId }], ["3d"]);
+    const volume3d = engine.getViewport("3d") as Types.IVolumeViewport;
+    volume3d.setProperties({ preset: this.modality === "CT" ? "CT-Bone" : "MR-Default" });
+    const initial = initialPreset(this.modality);
+    this.setPreset(initial === "auto" ? "auto" : initial.id, false);
+    for (const id of ALL_VIEWS) this.updateMarkers(id);
+    this.callbacks.opened(info.title);
+
+    const loaded = this.watchLoading(volume, volumeId);
+    // The slice on screen first, then the others in k order: the first image does not wait for the volume.
+    const shownK = this.currentSlice("axial");
+    csUtils.imageRetrieveMetadataProvider.add(volumeId, {
+      stages: [
+        { id: "shown", positions: [shownK], priority: -10, requestType: Enums.RequestType.Interaction },
+        { id: "all", decimate: 1, offset: 0, priority: -5, requestType: Enums.RequestType.Interaction },
+      ],
+    });
+    (volume as Types.IStreamingImageVolume).load();
+    engine.render();
+    this.resizeObserver = new ResizeObserver(() => this.engine?.resize(true, true));
+    for (const element of this.elements.values()) this.resizeObserver.observe(element);
+    await loaded;
+  }
+
+  /** Our grid from the metadata must be Cornerstone's: masks and prompts travel in our indices. */
+  private checkGeometry(volume: Types.IImageVolume): void {
+    const theirs: Geometry = {
+      dimensions: vec3(volume.dimensions),
+      spacing: vec3(volume.spacing),
+      origin: vec3(volume.origin),
+      direction: Array.from(volume.direction),
+    };
+    const difference = geometryDifference(this.geometry!, theirs);
+    if (!(difference < 1e-3)) {
+      console.error("grid mismatch", this.geometry, theirs);
+      throw new Error(`Cornerstone's volume grid differs from the series' grid (by ${difference})`);
+    }
+  }
+
+  private watchLoading(volume: Types.IImageVolume, volumeId: string): Promise<void> {
+    const total = volume.imageIds.length;
+    const cachedFrames = (volume as unknown as { cachedFrames: number[] }).cachedFrames;
+    const shownK = () => this.currentSlice("axial");
+    return new Promise((resolve) => {
+      const onModified = ((event: CustomEvent) => {
+        if (event.detail.volumeId !== volumeId) return;
+        this.callbacks.progress(event.detail.framesProcessed, total);
+        if (this.times.firstImage === null && cachedFrames[shownK()]) {
+          this.times.firstImage = -1; // pending: stamped when the axial view has drawn it
+          this.afterRender(["axial"]).then(() => (this.times.firstImage = performance.now()));
+        }
+      }) as EventListener;
+      const onCompleted = ((event: CustomEvent) => {
+        if (event.detail.volumeId !== volumeId) return;
+        this.callbacks.progress(total, total);
+        if (this.preset === "auto") this.setPreset("auto", false);
+        this.afterRender(ALL_VIEWS).then(() => {
+          this.times.fullVolume = performance.now();
+          if (this.times.firstImage === null || this.times.firstImage < 0) {
+            this.times.firstImage = this.times.fullVolume;
+          }
+          resolve();
+        });
+      }) as EventListener;
+      this.listen(eventTarget, Enums.Events.IMAGE_VOLUME_MODIFIED, onModified);
+      this.listen(eventTarget, Enums.Events.IMAGE_VOLUME_LOADING_COMPLETED, onCompleted);
+    });
+  }
+
+  /** Renders `ids` and resolves when each has reported IMAGE_RENDERED. */
+  private afterRender(ids: ViewportId[]): Promise<void> {
+    const done = ids.map(
+      (id) =>
+        new Promise<void>((resolve) =>
+          this.elements.get(id)!.addEventListener(Enums.Events.IMAGE_RENDERED, () => resolve(), { once: true }),
+        ),
+    );
+    this.engine?.renderViewports(ids);
+    return Promise.all(done).then(() => undefined);
+  }
+
+  private setUpTools(): void {
+    const { MouseBindings, KeyboardBindings } = ToolEnums;
+    ToolGroupManager.destroyToolGroup(MPR_TOOLS);
+    ToolGroupManager.destroyToolGroup(VOLUME_TOOLS);
+    const mpr = ToolGroupManager.createToolGroup(MPR_TOOLS)!;
+    for (const tool of [CrosshairsTool, PanTool, StackScrollTool, WindowLevelTool, ZoomTool]) mpr.addTool(tool.toolName);
+    // Left: crosshairs (part 2 binds the AI tools there in their modes); Shift+left: window/level;
+    // middle: pan; right: zoom; wheel: slices.
+    mpr.setToolActive(CrosshairsTool.toolName, { bindings: [{ mouseButton: MouseBindings.Primary }] });
+    mpr.setToolActive(WindowLevelTool.toolName, {
+      bindings: [{ mouseButton: MouseBindings.Primary, modifierKey: KeyboardBindings.Shift }],
+    });
+    mpr.setToolActive(PanTool.toolName, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
+    mpr.setToolActive(ZoomTool.toolName, { bindings: [{ mouseButton: MouseBindings.Secondary }] });
+    mpr.setToolActive(StackScrollTool.toolName, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
+    for (const id of SLICE_VIEWS) mpr.addViewport(id, ENGINE_ID);
+
+    const volume = ToolGroupManager.createToolGroup(VOLUME_TOOLS)!;
+    for (const tool of [TrackballRotateTool, PanTool, ZoomTool]) volume.addTool(tool.toolName);
+    volume.setToolActive(TrackballRotateTool.toolName, { bindings: [{ mouseButton: MouseBindings.Primary }] });
+    volume.setToolActive(PanTool.toolName, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
+    volume.setToolActive(ZoomTool.toolName, { bindings: [{ mouseButton: MouseBindings.Secondary }] });
+    volume.addViewport("3d", ENGINE_ID);
+  }
+
+  private listen(target: EventTarget, type: string, listener: EventListener): void {
+    target.addEventListener(type, listener);
+    this.listeners.push([target, type, listener]);
+  }
+
+  viewport(id: ViewportId): Types.IVolumeViewport {
+    const viewport = this.engine?.getViewport(id);
+    if (!viewport) throw new Error(`no viewport ${id}`);
+    return viewport as Types.IVolumeViewport;
+  }
+
+  /** The k of the slice a view shows (the plane through its focal point), rounded and clamped. */
+  currentSlice(id: ViewportId): number {
+    const k = worldToContinuousVoxel(this.geometry!, vec3(this.viewport(id).getCamera().focalPoint!))[0];
+    return Math.min(this.geometry!.dimensions[2] - 1, Math.max(0, Math.round(k)));
+  }
+
+  private updateMarkers(id: ViewportId): void {
+    this.callbacks.markers(id, this.markers(id));
+  }
+
+  markers(id: ViewportId): Markers {
+    const camera = this.viewport(id).getCamera();
+    return viewportMarkers(vec3(camera.viewUp!), vec3(camera.viewPlaneNormal!));
+  }
+
+  // --- Screen <-> voxel --------------------------------------------------------------------------------------
+
+  /** Client (CSS viewport) coordinates of the centre of voxel [k, j, i] in a view, as `MouseEvent.clientX/Y`. */
+  voxelToClient(id: ViewportId, index: VoxelIndex): { x: number; y: number } {
+    const viewport = this.viewport(id);
+    const [x, y] = viewport.worldToCanvas(voxelToWorld(this.geometry!, index) as Types.Point3);
+    const rect = viewport.canvas.getBoundingClientRect();
+    return { x: rect.left + x, y: rect.top + y };
+  }
+
+  /** The voxel under client coordinates in a slice view (on its current plane), or null outside the volume. */
+  clientToVoxel(id: ViewportId, client: { x: number; y: number }): VoxelIndex | null {
+    const viewport = this.viewport(id);
+    const rect = viewport.canvas.getBoundingClientRect();
+    const world = viewport.canvasToWorld([client.x - rect.left, client.y - rect.top]);
+    return worldToVoxel(this.geometry!, vec3(world));
+  }
+
+  /** Moves each slice view's plane through voxel [k, j, i], keeping zoom and pan. */
+  showVoxel(index: VoxelIndex): void {
+    const target = voxelToWorld(this.geometry!, index);
+    for (const id of SLICE_VIEWS) {
+      const viewport = this.viewport(id);
+      const camera = viewport.getCamera();
+      const normal = vec3(camera.viewPlaneNormal!);
+      const focal = vec3(camera.focalPoint!);
+      const along = normal.reduce((sum, n, c) => sum + n * (target[c] - focal[c]), 0);
+      const shift = (p: Types.Point3): Types.Point3 => [
+        p[0] + along * normal[0],
+        p[1] + along * normal[1],
+        p[2] + along * normal[2],
+      ];
+      viewport.setCamera({ focalPoint: shift(camera.focalPoint!), position: shift(camera.position!) });
+    }
+    this.engine?.renderViewports(SLICE_VIEWS);
+  }
+
+  /** The loaded value of voxel [k, j, i] (HU for CT), read through Cornerstone's own index of its position. */
+  voxelValue(index: VoxelIndex): number {
+    const volume = this.volume!;
+    const world = voxelToWorld(this.geometry!, index) as Types.Point3;
+    const [i, j, k] = csUtils.transformWorldToIndex(volume.imageData!, world);
+    return Number(volume.voxelManager!.getAtIJK(i, j, k));
+  }
+
+  // --- Window/level -----------------------------------------------------------------------------------------
+
+  /** A CT preset by id, or "auto" (percentiles of the loaded volume); the 3D view keeps its own preset. */
+  setPreset(id: string, render = true): void {
+    const preset = CT_PRESETS.find((p) => p.id === id);
+    let range: VoiRange;
+    if (preset) {
+      range = presetRange(preset);
+    } else {
+      const values = this.volume?.voxelManager?.getCompleteScalarDataArray?.();
+      this.autoRange = values ? automaticRange(values) : this.autoRange;
+      if (!this.autoRange) return;
+      range = this.autoRange;
+    }
+    this.preset = preset ? preset.id : "auto";
+    for (const view of SLICE_VIEWS) this.viewport(view).setProperties({ voiRange: range });
+    if (render) this.engine?.renderViewports(SLICE_VIEWS);
+  }
+
+  get currentPreset(): string {
+    return this.preset;
+  }
+
+  voiRange(id: ViewportId): VoiRange {
+    const range = this.viewport(id).getProperties()?.voiRange;
+    return { lower: range?.lower ?? NaN, upper: range?.upper ?? NaN };
+  }
+
+  /** Back to the initial cameras and window. */
+  reset(): void {
+    for (const id of ALL_VIEWS) this.viewport(id).resetCamera();
+    const initial = initialPreset(this.modality);
+    this.setPreset(initial === "auto" ? "auto" : initial.id, false);
+    this.engine?.render();
+  }
+
+  volumeShape(): VoxelIndex {
+    return volumeShape(this.geometry!);
+  }
+
+  destroy(): void {
+    this.resizeObserver?.disconnect();
+    for (const [target, type, listener] of this.listeners) target.removeEventListener(type, listener);
+    this.listeners = [];
+    ToolGroupManager.destroyToolGroup(MPR_TOOLS);
+    ToolGroupManager.destroyToolGroup(VOLUME_TOOLS);
+    this.engine?.destroy();
+    this.engine = null;
+    cache.purgeCache();
+    this.volume = null;
+  }
+}
