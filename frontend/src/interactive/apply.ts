@@ -12,6 +12,8 @@ import {
   checkRegion,
   copyRegion,
   pasteRegion,
+  regionShape,
+  regionSize,
   volumeSize,
 } from "../labelmap/region";
 import type { MaskFrame } from "./frame";
@@ -90,9 +92,8 @@ export function applyFrame(
     throw new RangeError(`a layer of ${labels.length} voxels for a volume of shape [${shape}]`);
   }
   checkRegion(frame, shape);
-  const [dk, dj, di] = [frame.stop[0] - frame.start[0], frame.stop[1] - frame.start[1], frame.stop[2] - frame.start[2]];
-  if (frame.mask.length !== dk * dj * di) {
-    throw new RangeError(`a mask of ${frame.mask.length} voxels for a region of shape [${dk},${dj},${di}]`);
+  if (frame.mask.length !== regionSize(frame)) {
+    throw new RangeError(`a mask of ${frame.mask.length} voxels for a region of shape [${regionShape(frame)}]`);
   }
 
   // First pass: where the changes are; the second writes them once "before" is copied.

@@ -217,6 +217,33 @@ describe("InteractiveConnection", () => {
     expect(connection.ready).toBeNull();
   });
 
+  it("ignores the answer to an open that a newer open replaced", async () => {
+    const { connection, sockets } = setUp();
+    const first = connection.open(target);
+    const socket = sockets[0];
+    socket.accept();
+    const second = connection.open({ ...target, segment: 3 });
+    await expect(first).rejects.toMatchObject({ code: "superseded" });
+    const frames: unknown[] = [];
+    connection.on("frame", (frame) => frames.push(frame));
+    socket.json({ type: "ready", ...ready }); // segment 2's
+    await socket.frame(whole(0, 1));
+    socket.json({ type: "ready", ...ready, segment: 3 });
+    await socket.frame(whole(0, 0));
+    const { ready: info, frame } = await second;
+    expect(info.segment).toBe(3);
+    expect(frame.mask.every((v) => v === 0)).toBe(true);
+    expect(frames).toEqual([]);
+  });
+
+  it("takes a ready nobody asked for (a rebuilt session) as a resumption", async () => {
+    const { connection, socket } = await opened();
+    const resumed = new Promise((resolve) => connection.on("resumed", resolve));
+    socket.json({ type: "ready", ...ready, sequence: 3 });
+    await socket.frame(whole(0));
+    expect(await resumed).toMatchObject({ ready: { sequence: 3 }, frame: { replace: true } });
+  });
+
   it("reconnects with backoff and resumes the segment, whose whole mask comes as REPLACE", async () => {
     vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
     const { connection, socket, sockets, statuses } = await opened();

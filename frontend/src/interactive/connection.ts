@@ -172,6 +172,12 @@ export function defaultInteractiveUrl(): string {
   return `${scheme}//${location.host}/ws/interactive/`;
 }
 
+function sameSegment(target: SessionTarget, ready: ReadyInfo): boolean {
+  return (
+    target.series === ready.series && target.segmentation === ready.segmentation && target.segment === ready.segment
+  );
+}
+
 function now(): number {
   return typeof performance !== "undefined" ? performance.now() : Date.now();
 }
@@ -191,6 +197,7 @@ export class InteractiveConnection {
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   private stopped = false; // close() or disconnect(): no more reconnection
   private closeWaiter: (() => void) | null = null;
+  private staleReady = false; // drop the mask frame after a ready that answered a replaced open
   private readonly listeners = new Map<keyof ConnectionEvents, Set<Listener<never>>>();
   /** The latency of the last answered request. */
   lastLatency: Latency | null = null;
@@ -239,7 +246,11 @@ export class InteractiveConnection {
   open(target: SessionTarget): Promise<OpenResult> {
     this.stopped = false;
     this.failPending("superseded", "another segment was opened before the answer came");
-    this.opening?.reject(new InteractiveError("superseded", "another segment was opened meanwhile"));
+    const previous = this.opening;
+    this.opening = null;
+    if (previous && !previous.resume) {
+      previous.reject(new InteractiveError("superseded", "another segment was opened meanwhile"));
+    }
     this.target = { ...target };
     this.readyInfo = null;
     return new Promise<OpenResult>((resolve, reject) => {
@@ -263,7 +274,8 @@ export class InteractiveConnection {
 
   /** Starts the session from a mask (e.g. after manual edits): ``mask`` is 0/1 per voxel of ``region``. */
   initialMask(mask: Uint8Array, region: Region): Promise<RequestResult> {
-    return this.request(true, (request) => encodeFrame({ request, start: region.start, stop: region.stop, mask, replace: true }));
+    const { start, stop } = region;
+    return this.request(true, (request) => encodeFrame({ request, start, stop, mask, replace: true }));
   }
 
   /** Ends the session on the server (its mask stays the segment's draft) and closes the connection. */
@@ -326,22 +338,25 @@ export class InteractiveConnection {
     return new Promise<RequestResult>((resolve, reject) => {
       const socket = this.socket;
       if (!socket || socket.readyState !== OPEN || this.currentStatus !== "open") {
-        const what = this.currentStatus === "closed" ? "the connection is closed" : "the connection is being re-established";
+        const what =
+          this.currentStatus === "closed" ? "the connection is closed" : "the connection is being re-established";
         reject(new InteractiveError("disconnected", `${what}: try again when it is open`));
         return;
       }
       if (!this.readyInfo || this.opening) {
-        const what = this.opening ? "the segment is still opening: wait for it" : "no segment is open: open one first";
+        const what = this.opening
+          ? "the segment is still opening: wait for it"
+          : "no segment is open: open one first";
         reject(new InteractiveError("not_ready", what));
         return;
       }
       const request = this.nextRequest();
       const pending: PendingRequest = { request, initialMask, sentAt: now(), frame: null, resolve, reject };
       if (this.options.requestTimeoutMs > 0) {
+        const seconds = this.options.requestTimeoutMs / 1000;
         pending.timer = setTimeout(() => {
-          this.settle(request)?.reject(
-            new InteractiveError("timeout", `no answer to request ${request} within ${this.options.requestTimeoutMs / 1000} s`, request),
-          );
+          const message = `no answer to request ${request} within ${seconds} s`;
+          this.settle(request)?.reject(new InteractiveError("timeout", message, request));
         }, this.options.requestTimeoutMs);
       }
       this.pending.set(request, pending);
@@ -352,7 +367,8 @@ export class InteractiveConnection {
           this.socket?.send(data as string | ArrayBuffer);
         },
         (error: unknown) => {
-          this.settle(request)?.reject(new InteractiveError("bad_frame", `the mask cannot be sent: ${String(error)}`, request));
+          const message = `the mask cannot be sent: ${String(error)}`;
+          this.settle(request)?.reject(new InteractiveError("bad_frame", message, request));
         },
       );
     });
@@ -386,14 +402,7 @@ export class InteractiveConnection {
       this.setStatus("open");
       if (this.target && !this.opening) {
         // Resume: the server finds the session (or rebuilds it) and sends the whole mask as it is.
-        this.opening = {
-          target: this.target,
-          resume: true,
-          ready: null,
-          sent: false,
-          resolve: (result) => this.emit("resumed", result),
-          reject: (error) => this.emit("error", error),
-        };
+        this.opening = this.resumption(this.target, null);
       }
       this.sendOpening();
     };
@@ -403,7 +412,8 @@ export class InteractiveConnection {
       // Frames decode asynchronously: handle messages one after another so that a result never overtakes
       // its frame.
       this.incoming = this.incoming.then(() => this.handle(data)).catch((error: unknown) => {
-        this.emit("error", new InteractiveError("internal", `a message from the server could not be handled: ${String(error)}`));
+        const message = `a message from the server could not be handled: ${String(error)}`;
+        this.emit("error", new InteractiveError("internal", message));
       });
     };
     socket.onerror = () => undefined; // a close event follows, which says more
@@ -411,18 +421,25 @@ export class InteractiveConnection {
       if (this.socket !== socket) return;
       this.socket = null;
       this.readyInfo = null;
+      this.staleReady = false;
       this.lost(event.code, event.reason);
     };
   }
 
   private lost(code: number, reason: string): void {
-    this.failPending("connection_lost", "the connection dropped before the answer came; the mask is resynchronised when it is back");
+    this.failPending(
+      "connection_lost",
+      "the connection dropped before the answer came; the mask is resynchronised when it is back",
+    );
     if (this.opening) this.opening.sent = false; // sent again on the next connection
     if (code === CLOSE_UNAUTHENTICATED || code === CLOSE_FORBIDDEN) {
       const error =
         code === CLOSE_UNAUTHENTICATED
           ? new InteractiveError("unauthenticated", "the server refused the connection: sign in again")
-          : new InteractiveError("forbidden", "the server refused access (another site's page, or a series you may not see)");
+          : new InteractiveError(
+              "forbidden",
+              "the server refused access (another site's page, or a series you may not see)",
+            );
       this.stopped = true;
       this.failOpening(error);
       this.target = null;
@@ -435,7 +452,8 @@ export class InteractiveConnection {
     }
     this.attempt += 1;
     if (this.attempt > this.options.maxAttempts) {
-      const error = new InteractiveError("connection_lost", `the server cannot be reached (${this.options.maxAttempts} attempts)`);
+      const message = `the server cannot be reached (${this.options.maxAttempts} attempts)`;
+      const error = new InteractiveError("connection_lost", message);
       this.stopped = true;
       this.failOpening(error);
       this.setStatus("closed", { reason: error.message });
@@ -453,6 +471,18 @@ export class InteractiveConnection {
   private clearReconnect(): void {
     if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
+  }
+
+  /** An open the client makes itself; its outcome goes to the "resumed" and "error" listeners. */
+  private resumption(target: SessionTarget, ready: ReadyInfo | null): Opening {
+    return {
+      target,
+      resume: true,
+      ready,
+      sent: ready !== null,
+      resolve: (result) => this.emit("resumed", result),
+      reject: (error) => this.emit("error", error),
+    };
   }
 
   private sendOpening(): void {
@@ -511,6 +541,10 @@ export class InteractiveConnection {
       if (pending) pending.frame = frame;
       return; // else a late answer to a request given up (timed out, superseded)
     }
+    if (this.staleReady) {
+      this.staleReady = false;
+      return;
+    }
     const opening = this.opening;
     if (opening?.ready) {
       this.opening = null;
@@ -527,7 +561,7 @@ export class InteractiveConnection {
     const request = typeof message.request === "number" ? message.request : 0;
     switch (message.type) {
       case "ready":
-        if (this.opening && this.opening.sent) this.opening.ready = message as unknown as ReadyInfo;
+        this.handleReady(message as unknown as ReadyInfo);
         return;
       case "result": {
         const pending = this.settle(request);
@@ -555,11 +589,27 @@ export class InteractiveConnection {
         return;
       case "error":
         this.handleError(
-          new InteractiveError(String(message.code ?? "internal"), String(message.message ?? "unknown error"), request),
+          new InteractiveError(
+            String(message.code ?? "internal"),
+            String(message.message ?? "unknown error"),
+            request,
+          ),
         );
         return;
       default:
         return; // a newer server's message: nothing to do with it
+    }
+  }
+
+  private handleReady(ready: ReadyInfo): void {
+    const opening = this.opening;
+    if (opening?.sent && sameSegment(opening.target, ready)) {
+      opening.ready = ready;
+    } else if (!opening && this.target && sameSegment(this.target, ready)) {
+      // Unasked: the server rebuilt the session while nothing was outstanding. Its mask follows.
+      this.opening = this.resumption(this.target, ready);
+    } else {
+      this.staleReady = true; // the answer to an open that another one replaced: its mask is not ours
     }
   }
 

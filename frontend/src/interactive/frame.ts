@@ -88,7 +88,8 @@ export async function decodeFrame(data: ArrayBufferLike | ArrayBufferView, volum
     throw new FrameError("too_large", `a binary frame may hold at most ${MAX_FRAME_BYTES} bytes`);
   }
   if (bytes.length < HEADER_BYTES) {
-    throw new FrameError("bad_frame", `a mask frame has a ${HEADER_BYTES}-byte header, this one has ${bytes.length} bytes`);
+    const message = `a mask frame has a ${HEADER_BYTES}-byte header, this one has ${bytes.length} bytes`;
+    throw new FrameError("bad_frame", message);
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const version = bytes[4];

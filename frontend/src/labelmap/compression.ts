@@ -39,7 +39,9 @@ function streamOf(data: Uint8Array): ReadableStream<Uint8Array> {
 }
 
 export async function compressBytes(data: Uint8Array, format: CompressionFormatName): Promise<Uint8Array> {
-  const stream = streamOf(data).pipeThrough(new CompressionStream(format) as ReadableWritablePair<Uint8Array, Uint8Array>);
+  const stream = streamOf(data).pipeThrough(
+    new CompressionStream(format) as ReadableWritablePair<Uint8Array, Uint8Array>,
+  );
   return collect(stream.getReader(), Infinity);
 }
 

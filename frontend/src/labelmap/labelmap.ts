@@ -50,7 +50,8 @@ export class Labelmap {
   /** [layer, k, j, i], as the REST API takes it. */
   toNpy(): NpyArray {
     const size = volumeSize(this.shape);
-    const data = this.dtype === "uint8" ? new Uint8Array(size * this.layers.length) : new Uint16Array(size * this.layers.length);
+    const length = size * this.layers.length;
+    const data = this.dtype === "uint8" ? new Uint8Array(length) : new Uint16Array(length);
     this.layers.forEach((layer, n) => data.set(layer, n * size));
     return { dtype: this.dtype, shape: [this.layers.length, ...this.shape], data };
   }
@@ -91,7 +92,8 @@ export class Labelmap {
 
   private checkValue(value: number): void {
     if (!Number.isInteger(value) || value < 0 || value > this.maxSegment) {
-      throw new RangeError(`segment numbers of a ${this.dtype} labelmap go from 0 to ${this.maxSegment}, not ${value}`);
+      const range = `0 to ${this.maxSegment}`;
+      throw new RangeError(`segment numbers of a ${this.dtype} labelmap go from ${range}, not ${value}`);
     }
   }
 
@@ -130,7 +132,9 @@ export class Labelmap {
    */
   setSegmentMask(segment: number, mask: Uint8Array, layer?: number): void {
     this.checkValue(segment);
-    if (mask.length !== volumeSize(this.shape)) throw new RangeError(`a mask of ${mask.length} voxels for the shape [${this.shape}]`);
+    if (mask.length !== volumeSize(this.shape)) {
+      throw new RangeError(`a mask of ${mask.length} voxels for the shape [${this.shape}]`);
+    }
     const target = layer ?? Math.max(0, this.layerOf(segment));
     const values = this.layer(target);
     this.layers.forEach((other, n) => {

@@ -89,7 +89,9 @@ export function formatNpy(array: NpyArray): Uint8Array {
     throw new RangeError(`${array.data.length} values for the shape [${array.shape}]`);
   }
   const expected = array.dtype === "uint8" ? Uint8Array : Uint16Array;
-  if (!(array.data instanceof expected)) throw new TypeError(`the data of a ${array.dtype} array is a ${array.data.constructor.name}`);
+  if (!(array.data instanceof expected)) {
+    throw new TypeError(`the data of a ${array.dtype} array is a ${array.data.constructor.name}`);
+  }
   const shape = array.shape.length === 1 ? `(${array.shape[0]},)` : `(${array.shape.join(", ")})`;
   const descr = array.dtype === "uint8" ? "|u1" : "<u2";
   let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': ${shape}, }`;

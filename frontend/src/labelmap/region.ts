@@ -53,7 +53,11 @@ function newLike(array: LabelArray, length: number): LabelArray {
 }
 
 /** Calls ``visit`` for each row of ``region``: where it starts in the volume and in the region, and its length. */
-function forEachRow(shape: Index3, region: Region, visit: (inVolume: number, inRegion: number, length: number) => void): void {
+function forEachRow(
+  shape: Index3,
+  region: Region,
+  visit: (inVolume: number, inRegion: number, length: number) => void,
+): void {
   checkRegion(region, shape);
   const [dk, dj, di] = regionShape(region);
   let inRegion = 0;

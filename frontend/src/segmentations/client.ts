@@ -97,7 +97,11 @@ export function apiErrorMessage(status: number, body: unknown, fallback: string)
   if (body && typeof body === "object") {
     if ("detail" in body && typeof body.detail === "string") return body.detail;
     const parts = Object.entries(body as Record<string, unknown>).map(([field, problem]) => {
-      const text = Array.isArray(problem) ? problem.map(String).join(" ") : typeof problem === "string" ? problem : JSON.stringify(problem);
+      const text = Array.isArray(problem)
+        ? problem.map(String).join(" ")
+        : typeof problem === "string"
+          ? problem
+          : JSON.stringify(problem);
       return field === "non_field_errors" ? text : `${field}: ${text}`;
     });
     if (parts.length) return parts.join("; ");
@@ -151,7 +155,10 @@ export function getSegmentation(id: number): Promise<Segmentation> {
   return getJSON(`/api/segmentations/${id}/`);
 }
 
-export function updateSegmentation(id: number, fields: { label?: string; description?: string }): Promise<Segmentation> {
+export function updateSegmentation(
+  id: number,
+  fields: { label?: string; description?: string },
+): Promise<Segmentation> {
   return send("PATCH", `/api/segmentations/${id}/`, fields);
 }
 
@@ -185,7 +192,8 @@ export async function saveVersion(
   const array = labelmap instanceof Labelmap ? labelmap.toNpy() : labelmap;
   const file = await writeNpyFile(array, { compress: true });
   const form = new FormData();
-  form.append("labelmap", new Blob([file as Uint8Array<ArrayBuffer>], { type: "application/gzip" }), "labelmap.npy.gz");
+  const upload = new Blob([file as Uint8Array<ArrayBuffer>], { type: "application/gzip" });
+  form.append("labelmap", upload, "labelmap.npy.gz");
   if (options.description !== undefined) form.append("description", options.description);
   if (options.parent !== undefined) form.append("parent", String(options.parent));
   try {
