@@ -22,6 +22,8 @@ export interface ViewerHook {
   setPreset(id: string): void;
   voiRange(viewportId: ViewportId): VoiRange;
   loadTimes(): LoadTimes;
+  /** How often a view has been drawn: wait for it to grow after a change before reading the screen. */
+  renderCount(viewportId: ViewportId): number;
 }
 
 declare global {
@@ -208,6 +210,7 @@ export function openViewer(root: HTMLElement, study: string, series: string): Vi
     setPreset: (id) => choosePreset(id),
     voiRange: (id) => viewer.voiRange(id),
     loadTimes: () => ({ ...viewer.times }),
+    renderCount: (id) => viewer.renders[id],
   };
 
   return {

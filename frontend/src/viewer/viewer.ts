@@ -124,6 +124,8 @@ function vec3(value: ArrayLike<number>): Vec3 {
 
 export class Viewer {
   readonly times: LoadTimes = { metadata: null, firstImage: null, fullVolume: null };
+  /** IMAGE_RENDERED events per view, so that tests can wait for a change to be drawn. */
+  readonly renders: Record<ViewportId, number> = { axial: 0, sagittal: 0, coronal: 0, "3d": 0 };
   geometry: Geometry | null = null;
   modality = "";
   private engine: RenderingEngine | null = null;
@@ -170,6 +172,7 @@ export class Viewer {
     this.setUpTools();
     for (const id of ALL_VIEWS) {
       this.listen(this.elements.get(id)!, Enums.Events.CAMERA_MODIFIED, () => this.updateMarkers(id));
+      this.listen(this.elements.get(id)!, Enums.Events.IMAGE_RENDERED, () => this.renders[id]++);
     }
 
     await setVolumesForViewports(engine, [{ volumeId }], SLICE_VIEWS);
