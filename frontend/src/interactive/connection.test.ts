@@ -108,6 +108,9 @@ const result = (request: number, extra = {}) => ({
   ...extra,
 });
 
+/** Lets the client's send queue run. */
+const sent = () => new Promise((resolve) => setTimeout(resolve, 0));
+
 afterEach(() => {
   vi.useRealTimers();
 });
@@ -136,7 +139,7 @@ describe("InteractiveConnection", () => {
     connection.on("queued", (info) => queued.push(info));
     const first = connection.prompt({ kind: "point", positive: true, index: [1, 2, 3] });
     const second = connection.prompt({ kind: "box", positive: false, start: [0, 0, 0], stop: [1, 2, 2] });
-    await Promise.resolve();
+    await sent();
     expect(socket.messages().slice(1)).toEqual([
       { type: "prompt", request: 1, kind: "point", positive: true, index: [1, 2, 3] },
       { type: "prompt", request: 2, kind: "box", positive: false, start: [0, 0, 0], stop: [1, 2, 2] },
@@ -164,7 +167,7 @@ describe("InteractiveConnection", () => {
     expect(error).toBeInstanceOf(InteractiveError);
     expect(error).toMatchObject({ code: "out_of_bounds", request: 1, message: "the point [9, 9, 9] lies outside" });
     const undo = connection.undo();
-    await Promise.resolve();
+    await sent();
     expect(socket.messages().at(-1)).toEqual({ type: "undo", request: 2 });
     await socket.frame({ request: 2, start: [0, 0, 0], stop: [0, 0, 0], mask: new Uint8Array(0), replace: false });
     socket.json(result(2));
@@ -194,12 +197,21 @@ describe("InteractiveConnection", () => {
     await expect(answer).rejects.toMatchObject({ code: "bad_frame", request: 1 });
   });
 
+  it("sends in order: a prompt waits for an initial mask being compressed", async () => {
+    const { connection, socket } = await opened();
+    void connection.initialMask(new Uint8Array(24).fill(1), { start: [0, 0, 0], stop: [2, 3, 4] });
+    void connection.prompt({ kind: "point", positive: true, index: [0, 0, 0] });
+    await vi.waitFor(() => expect(socket.sent.length).toBe(3));
+    expect(typeof socket.sent[1]).not.toBe("string");
+    expect(JSON.parse(socket.sent[2] as string)).toMatchObject({ type: "prompt", request: 2 });
+  });
+
   it("keeps request ids within 1 … 2³²−1", async () => {
     const { connection, socket } = await opened();
     (connection as unknown as { lastRequest: number }).lastRequest = 2 ** 32 - 2;
     void connection.undo().catch(() => undefined);
     void connection.undo().catch(() => undefined);
-    await Promise.resolve();
+    await sent();
     expect(socket.messages().slice(1).map((m) => m.request)).toEqual([2 ** 32 - 1, 1]);
   });
 
@@ -298,7 +310,7 @@ describe("InteractiveConnection", () => {
   it("reports frames that cannot be decoded to the request they answer", async () => {
     const { connection, socket } = await opened();
     const answer = connection.prompt({ kind: "point", positive: true, index: [0, 0, 0] });
-    await Promise.resolve();
+    await sent();
     // A region outside the volume of the ready message.
     await socket.frame({ request: 1, start: [0, 0, 0], stop: [3, 1, 1], mask: new Uint8Array(3), replace: false });
     await expect(answer).rejects.toMatchObject({ code: "bad_frame", message: expect.stringContaining("outside the volume") });

@@ -193,6 +193,7 @@ export class InteractiveConnection {
   private readonly pending = new Map<number, PendingRequest>();
   private lastRequest = 0;
   private incoming: Promise<void> = Promise.resolve();
+  private outgoing: Promise<void> = Promise.resolve();
   private attempt = 0;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   private stopped = false; // close() or disconnect(): no more reconnection
@@ -246,11 +247,7 @@ export class InteractiveConnection {
   open(target: SessionTarget): Promise<OpenResult> {
     this.stopped = false;
     this.failPending("superseded", "another segment was opened before the answer came");
-    const previous = this.opening;
-    this.opening = null;
-    if (previous && !previous.resume) {
-      previous.reject(new InteractiveError("superseded", "another segment was opened meanwhile"));
-    }
+    this.abandonOpening("superseded", "another segment was opened meanwhile");
     this.target = { ...target };
     this.readyInfo = null;
     return new Promise<OpenResult>((resolve, reject) => {
@@ -280,10 +277,7 @@ export class InteractiveConnection {
 
   /** Ends the session on the server (its mask stays the segment's draft) and closes the connection. */
   async close(): Promise<void> {
-    this.stopped = true;
-    this.clearReconnect();
-    this.opening?.reject(new InteractiveError("closed", "the connection was closed"));
-    this.opening = null;
+    this.stop();
     const socket = this.socket;
     if (socket && socket.readyState === OPEN && this.target) {
       await new Promise<void>((resolve) => {
@@ -302,11 +296,22 @@ export class InteractiveConnection {
 
   /** Closes the connection but leaves the session open on the server, to be resumed later. */
   disconnect(): void {
+    this.stop();
+    this.shutDown("closed by the client");
+  }
+
+  /** No more reconnection, and no open waiting for its answer. */
+  private stop(): void {
     this.stopped = true;
     this.clearReconnect();
-    this.opening?.reject(new InteractiveError("closed", "the connection was closed"));
+    this.abandonOpening("closed", "the connection was closed");
+  }
+
+  /** Rejects the open in progress; one the client made itself (a resumption) just ends. */
+  private abandonOpening(code: string, message: string): void {
+    const opening = this.opening;
     this.opening = null;
-    this.shutDown("closed by the client");
+    if (opening && !opening.resume) opening.reject(new InteractiveError(code, message));
   }
 
   private shutDown(reason: string): void {
@@ -360,17 +365,20 @@ export class InteractiveConnection {
         }, this.options.requestTimeoutMs);
       }
       this.pending.set(request, pending);
-      Promise.resolve(message(request)).then(
-        (data) => {
-          if (this.pending.get(request) !== pending) return; // failed meanwhile (connection lost)
-          pending.sentAt = now();
-          this.socket?.send(data as string | ArrayBuffer);
-        },
-        (error: unknown) => {
-          const message = `the mask cannot be sent: ${String(error)}`;
-          this.settle(request)?.reject(new InteractiveError("bad_frame", message, request));
-        },
-      );
+      // In order: a prompt must not overtake an initial mask that is still being compressed.
+      this.outgoing = this.outgoing.then(async () => {
+        let data: string | Uint8Array;
+        try {
+          data = await message(request);
+        } catch (error) {
+          const text = `the mask cannot be sent: ${String(error)}`;
+          this.settle(request)?.reject(new InteractiveError("bad_frame", text, request));
+          return;
+        }
+        if (this.pending.get(request) !== pending) return; // failed meanwhile (connection lost, superseded)
+        pending.sentAt = now();
+        this.socket?.send(data as string | ArrayBuffer);
+      });
     });
   }
 
