@@ -32,6 +32,7 @@ from webapp.interactive.protocol import (
     decode_frame,
     encode_frame,
     parse_message,
+    request_of,
 )
 from webapp.studies.volume.geometry import volume_from_datasets
 
@@ -109,6 +110,15 @@ def test_outlines_with_absurd_numbers_of_points_are_refused() -> None:
     message = {"type": "prompt", "request": 1, "kind": "lasso", "positive": True, "axis": 0, "slice": 0}
     with pytest.raises(ProtocolError, match="points"):
         parse_message(json.dumps({**message, "points": points}))
+
+
+def test_the_request_of_a_refused_message_is_read_without_validating_it() -> None:
+    frame = encode_frame(MaskFrame(7, (0, 0, 0), (1, 1, 1), np.ones((1, 1, 1), bool)))
+    assert request_of(None, frame) == 7
+    assert request_of(None, b"AVX") == 0
+    assert request_of('{"type": "fly", "request": 12}', None) == 12
+    for text in ("{oops", "[1]", '{"request": true}', '{"request": -1}', '{"request": 4294967296}'):
+        assert request_of(text, None) == 0, text
 
 
 def test_mask_frames_round_trip_and_malformed_ones_are_refused() -> None:
@@ -350,6 +360,8 @@ def test_bad_input_gets_errors_and_the_connection_stays_usable(embedded) -> None
             error = client.wait_for("error")
             assert error["code"] == code, (message if len(str(message)) < 200 else code, error)
             assert error["message"]
+            # An error names the request of the message it refuses, when it has one.
+            assert error["request"] == (message.get("request", 0) if isinstance(message, dict) else 0)
         # Nothing of that was recorded, and the session still works.
         point = _liver_points()[0]
         result = client.result(client.prompt("point", index=list(point)))
@@ -364,10 +376,10 @@ def test_bad_input_gets_errors_and_the_connection_stays_usable(embedded) -> None
             client.send(
                 {"type": "prompt", "request": 99, "kind": "point", "positive": True, "index": [99, 0, 0]}
             )
-        codes = []
-        for _ in range(80):
-            codes.append(client.wait_for("error")["code"])
+        errors = [client.wait_for("error") for _ in range(80)]
+        codes = [error["code"] for error in errors]
         assert "rate_limited" in codes and "out_of_bounds" in codes
+        assert {error["request"] for error in errors} == {99}
         time.sleep(2.5)  # the bucket refills (20 a second)
         client.result(client.prompt("point", index=list(point)))
 

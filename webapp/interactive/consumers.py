@@ -29,7 +29,7 @@ from webapp.studies.models import Series
 
 from . import placement
 from .inprocess import ensure_inprocess_worker
-from .protocol import PROTOCOL_VERSION, ProtocolError, decode_frame, parse_message, with_request
+from .protocol import PROTOCOL_VERSION, ProtocolError, decode_frame, parse_message, request_of, with_request
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
@@ -144,7 +144,7 @@ class InteractiveConsumer(AsyncWebsocketConsumer):
     # --- from the client ----------------------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        request = 0
+        request = request_of(text_data, bytes_data)
         try:
             if not self.limiter.allow():
                 raise ProtocolError(
@@ -155,7 +155,6 @@ class InteractiveConsumer(AsyncWebsocketConsumer):
                 await self._initial_mask(bytes_data)
                 return
             message = parse_message(text_data or "")
-            request = int(message.get("request", 0))
             handler = getattr(self, f"_on_{message['type']}")
             await handler(message)
         except ProtocolError as error:

@@ -129,6 +129,23 @@ def parse_message(text: str) -> dict[str, Any]:
     return message
 
 
+def request_of(text: str | None, data: bytes | None) -> int:
+    """The request id a message carries, read without validating the message: errors about a message
+    that is refused (malformed, oversized, rate-limited) still name its request when it has one."""
+    if data is not None:
+        if len(data) >= 12 and data[:4] == MAGIC:
+            return int(struct.unpack_from("<I", data, 8)[0])
+        return 0
+    if text is None or len(text) > MAX_TEXT_BYTES:
+        return 0
+    try:
+        request = json.loads(text).get("request", 0)
+    except (ValueError, AttributeError):
+        return 0
+    valid = isinstance(request, int) and not isinstance(request, bool) and 0 < request < 2**32
+    return request if valid else 0
+
+
 def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
