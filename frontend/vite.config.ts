@@ -20,5 +20,11 @@ export default defineConfig({
   worker: { format: "es" },
   // The codecs' .wasm files are fetched at run time by URL; they are emitted as assets next to the chunks.
   assetsInclude: ["**/*.wasm"],
-  server: { proxy: { "/api": "http://127.0.0.1:8000", "/dicomweb": "http://127.0.0.1:8000" } },
+  server: {
+    proxy: {
+      "/api": "http://127.0.0.1:8000",
+      "/dicomweb": "http://127.0.0.1:8000",
+      "/ws": { target: "ws://127.0.0.1:8000", ws: true },
+    },
+  },
 });
