@@ -176,9 +176,6 @@ export class Viewer {
     }
 
     await setVolumesForViewports(engine, [{ volumeId }], SLICE_VIEWS);
-    await setVolumesForViewports(engine, [{ volumeId }], ["3d"]);
-    const volume3d = engine.getViewport("3d") as Types.IVolumeViewport;
-    volume3d.setProperties({ preset: this.modality === "CT" ? "CT-Bone" : "MR-Default" });
     const initial = initialPreset(this.modality);
     this.setPreset(initial === "auto" ? "auto" : initial.id, false);
     for (const id of ALL_VIEWS) this.updateMarkers(id);
@@ -219,6 +216,11 @@ export class Viewer {
     const total = volume.imageIds.length;
     const cachedFrames = (volume as unknown as { cachedFrames: number[] }).cachedFrames;
     const shownK = () => this.currentSlice("axial");
+    // Cornerstone redraws every view of a streaming volume after each 2 % of its frames; with a software
+    // renderer those redraws take the main thread from the frames still arriving. We draw the shown slice as
+    // soon as it is in, then the slice views at most once a second until the volume is complete.
+    (volume as unknown as { autoRenderOnLoad: boolean }).autoRenderOnLoad = false;
+    let redraw = 0;
     return new Promise((resolve) => {
       const onModified = ((event: CustomEvent) => {
         if (event.detail.volumeId !== volumeId) return;
@@ -226,23 +228,44 @@ export class Viewer {
         if (this.times.firstImage === null && cachedFrames[shownK()]) {
           this.times.firstImage = -1; // pending: stamped when the axial view has drawn it
           this.afterRender(["axial"]).then(() => (this.times.firstImage = performance.now()));
+        } else if (!redraw && this.times.firstImage !== null) {
+          redraw = window.setTimeout(() => {
+            redraw = 0;
+            if (!volume.loadStatus?.loaded) this.engine?.renderViewports(SLICE_VIEWS);
+          }, 1000);
         }
       }) as EventListener;
       const onCompleted = ((event: CustomEvent) => {
         if (event.detail.volumeId !== volumeId) return;
+        window.clearTimeout(redraw);
         this.callbacks.progress(total, total);
         if (this.preset === "auto") this.setPreset("auto", false);
-        this.afterRender(ALL_VIEWS).then(() => {
-          this.times.fullVolume = performance.now();
-          if (this.times.firstImage === null || this.times.firstImage < 0) {
-            this.times.firstImage = this.times.fullVolume;
-          }
-          resolve();
-        });
+        this.show3d(volumeId)
+          .then(() => this.afterRender(ALL_VIEWS))
+          .then(() => {
+            this.times.fullVolume = performance.now();
+            if (this.times.firstImage === null || this.times.firstImage < 0) {
+              this.times.firstImage = this.times.fullVolume;
+            }
+            resolve();
+          });
       }) as EventListener;
       this.listen(eventTarget, Enums.Events.IMAGE_VOLUME_MODIFIED, onModified);
       this.listen(eventTarget, Enums.Events.IMAGE_VOLUME_LOADING_COMPLETED, onCompleted);
     });
+  }
+
+  /**
+   * The 3D view gets the volume only once it is complete: every streaming update re-renders each view that
+   * shows the volume, and ray casting the whole volume costs far more than a slice (seconds per frame with a
+   * software renderer), which would hold up the slices still arriving.
+   */
+  private async show3d(volumeId: string): Promise<void> {
+    const engine = this.engine!;
+    await setVolumesForViewports(engine, [{ volumeId }], ["3d"]);
+    const volume3d = engine.getViewport("3d") as Types.IVolumeViewport;
+    volume3d.setProperties({ preset: this.modality === "CT" ? "CT-Bone" : "MR-Default" });
+    this.updateMarkers("3d");
   }
 
   /** Renders `ids` and resolves when each has reported IMAGE_RENDERED. */
