@@ -7,6 +7,7 @@ import {
   RenderingEngine,
   cache,
   eventTarget,
+  imageLoadPoolManager,
   init as initCore,
   setVolumesForViewports,
   utilities as csUtils,
@@ -80,6 +81,9 @@ function initCornerstone(): Promise<void> {
     // Two workers decode frames; more gain nothing for uncompressed frames and cost start-up time.
     initLoader({ maxWebWorkers: Math.min(2, navigator.hardwareConcurrency || 1) });
     initTools();
+    // A dozen frame loads (fetch + decode) in flight instead of Cornerstone's 1000: the shown slice is then
+    // not queued behind 300 responses waiting for the main thread, and the others still stream back to back.
+    imageLoadPoolManager.setMaxSimultaneousRequests(Enums.RequestType.Interaction, 12);
     for (const tool of [CrosshairsTool, PanTool, StackScrollTool, TrackballRotateTool, WindowLevelTool, ZoomTool]) {
       addTool(tool);
     }
