@@ -21,7 +21,7 @@ from inference.training.folder import PROVENANCE_FILE
 from inference.training.simulate import SimulatedUser
 
 FOLDER = BUILTIN_MODELS_DIR / "default"
-# Well below what docs/benchmarks.md reports for this model on this case (0.82 after 5 points), so that the
+# Well below what bench/models.py measures for this model on this case (0.82 after 5 points), so that the
 # test checks that the shipped model works rather than its exact score.
 DICE_AFTER_FIVE_POINTS = 0.5
 
