@@ -37,21 +37,11 @@ if str(ROOT) not in sys.path:  # run as a script: make ``tests`` and ``bench`` i
     sys.path.insert(0, str(ROOT))
 
 from bench.series_builder import SOURCE, build_series  # noqa: E402
-from tests.browser import CHROMIUM_ARGS, chromium_path  # noqa: E402
+from tests.browser import CHROMIUM_ARGS, chromium_path, sign_in  # noqa: E402
 from tests.servers import AnnovoxServer, database_like_ci  # noqa: E402
 
 PASSWORD = "bench-viewer-password"
 TARGETS_MS = {"firstImage": 1000, "fullVolume": 5000}
-
-
-def sign_in(context: Any, server: AnnovoxServer) -> Any:
-    page = context.new_page()
-    page.goto("/")
-    page.fill("input[name=username]", server.username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_selector("body[data-ready=true]")
-    return page
 
 
 def one_load(
@@ -62,7 +52,8 @@ def one_load(
     try:
         # Room for every frame request in the resource timings (the default keeps 250 entries).
         context.add_init_script("performance.setResourceTimingBufferSize(100000)")
-        page = sign_in(context, server)
+        page = context.new_page()
+        sign_in(page, server.username, PASSWORD)
         began = time.perf_counter()
         # A full navigation, so that the times count from a fresh page start as a user's would.
         page.goto(f"/#/series/{study}/{series}")

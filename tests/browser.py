@@ -41,6 +41,15 @@ def browser_page(base_url: str) -> Iterator:
             browser.close()
 
 
+def sign_in(page, username: str, password: str) -> None:  # type: ignore[no-untyped-def]
+    """Sign in on the login form that ``/`` redirects to, and wait for the page's ready signal."""
+    page.goto("/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_selector("body[data-ready=true]")
+
+
 def screenshot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
     """Keep a screenshot as a test artefact."""
     ARTIFACTS.mkdir(exist_ok=True)

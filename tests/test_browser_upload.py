@@ -5,7 +5,7 @@ import zipfile
 import pytest
 from django.db import connections
 
-from tests.browser import browser_page, screenshot
+from tests.browser import browser_page, screenshot, sign_in
 from tests.conftest import ROOT, require, study_reader
 from webapp.studies.models import Instance, Study
 
@@ -19,11 +19,7 @@ def signed_in_page(live_server, transactional_db, monkeypatch):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
     study_reader("annotator", password=PASSWORD)
     with browser_page(live_server.url) as page:
-        page.goto("/")
-        page.fill("input[name=username]", "annotator")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_selector("body[data-ready=true]")
+        sign_in(page, "annotator", PASSWORD)
         yield page
         # The ORM opened its connection while Playwright's loop was running, in a context of its own that the
         # test database teardown cannot see: close it here.

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from tests.browser import browser_page, chromium_path, screenshot
+from tests.browser import browser_page, chromium_path, screenshot, sign_in
 from tests.conftest import DATA, ROOT, require
 from tests.servers import AnnovoxServer
 from webapp.studies.volume import volume_from_datasets
@@ -60,10 +60,7 @@ def page(server: AnnovoxServer) -> Iterator[Any]:
     with browser_page(server.url) as page:
         # Smaller views than the default window: swiftshader renders every pixel on the CPU.
         page.set_viewport_size({"width": 1000, "height": 720})
-        page.goto("/")
-        page.fill("input[name=username]", server.username)
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
+        sign_in(page, server.username, PASSWORD)
         page.wait_for_selector("body[data-ready=true][data-page=studies]")
         yield page
 
