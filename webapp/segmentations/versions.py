@@ -230,6 +230,7 @@ def import_seg(series: Series, instance: Instance, user: AbstractBaseUser) -> Se
         )
     labelmap = _read_seg(dataset, _volume(series))
     layer_of = _layer_of_each_segment(labelmap.layers)
+    counts = _voxel_counts(labelmap.layers)
     with transaction.atomic():
         segmentation = Segmentation.objects.create(
             series=series,
@@ -255,9 +256,9 @@ def import_seg(series: Series, instance: Instance, user: AbstractBaseUser) -> Se
             instance=instance,
             created_by=user,
             description=f"loaded from SEG {instance.sop_instance_uid}",
-            segments=_snapshot(segmentation, layer_of, _voxel_counts(labelmap.layers)),
+            segments=_snapshot(segmentation, layer_of, counts),
             layer_count=labelmap.layers.shape[0],
-            changed_voxels={str(n): c for n, c in _voxel_counts(labelmap.layers).items()},
+            changed_voxels={str(n): c for n, c in counts.items()},
         )
     return segmentation
 
