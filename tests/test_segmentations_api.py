@@ -1,6 +1,7 @@
 """Segmentations as versioned DICOM SEG through the REST API: create, save versions from labelmaps, fetch
-them back as labelmaps, SEG files and NIfTI, restore, load SEGs already in the study database, and refuse bad
-input without changing anything. Real files from ../shared/data, the real database and storage."""
+them back as labelmaps, SEG files and NIfTI, restore, load SEGs already in the study database, refuse bad
+input without changing anything, and resume unsaved work (the latest version with the drafts made since).
+Real files from ../shared/data, the real database and storage."""
 
 import gzip
 import io
@@ -17,8 +18,10 @@ from django.test import Client
 
 from tests.conftest import study_reader
 from tests.test_dicomweb import body_of
+from webapp.interactive.protocol import MaskFrame, encode_frame
 from webapp.segmentations import versions
 from webapp.segmentations.models import (
+    Draft,
     InteractiveSession,
     PromptEvent,
     Segment,
@@ -355,3 +358,128 @@ def test_users_without_study_access_get_403(ct):
     outsider = Client()
     outsider.force_login(get_user_model().objects.create_user("outsider"))
     assert outsider.get(f"/api/series/{ct.series_instance_uid}/segmentations/").status_code == 403
+
+
+# --- the working labelmap: the latest version with the drafts made since ----------------------------
+
+
+def write_draft(segment: Segment, mask: np.ndarray) -> Draft:
+    """The segment's draft as a worker writes it: a REPLACE frame over the mask's bounding box."""
+    hits = np.argwhere(mask)
+    if len(hits):
+        start, stop = hits.min(axis=0), hits.max(axis=0) + 1
+        region = mask[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]].copy()
+    else:
+        start = stop = np.zeros(3, int)
+        region = np.zeros((0, 0, 0), bool)
+    corner = (int(start[0]), int(start[1]), int(start[2])), (int(stop[0]), int(stop[1]), int(stop[2]))
+    frame = MaskFrame(0, *corner, region, replace=True)
+    draft, _ = Draft.objects.update_or_create(
+        segment=segment,
+        defaults={
+            "shape": list(mask.shape),
+            "frame": encode_frame(frame),
+            "empty": not len(hits),
+            "sequence": 1,
+        },
+    )
+    return draft
+
+
+def working(client: Client, segmentation_id: int) -> tuple[np.ndarray, str, str]:
+    response = client.get(f"/api/segmentations/{segmentation_id}/draft/")
+    assert response["Content-Type"] == "application/gzip"
+    layers = labelmap_of(response)
+    return layers, response["X-Annovox-Base-Version"], response["X-Annovox-Draft-Segments"]
+
+
+def assert_each_segment_whole_on_one_layer(layers: np.ndarray) -> None:
+    for number in np.unique(layers[layers > 0]):
+        assert sum(bool((layer == number).any()) for layer in layers) == 1, number
+
+
+def test_working_labelmap_without_versions_is_empty_or_the_drafts(client, ct, organs):
+    segmentation = organ_segmentation(client, ct)
+    layers, base, drafted = working(client, segmentation["id"])
+    assert layers.dtype == np.uint8 and layers.shape == (1, 20, 512, 512)
+    assert not layers.any()
+    assert base == "" and drafted == ""
+
+    # Without a version, every draft counts.
+    liver = organs[0] == 2
+    write_draft(Segment.objects.get(segmentation_id=segmentation["id"], number=2), liver)
+    layers, base, drafted = working(client, segmentation["id"])
+    assert base == "" and drafted == "2"
+    assert np.array_equal(layers, (liver * 2).astype(np.uint8)[np.newaxis])
+
+
+def test_working_labelmap_takes_newer_drafts_and_the_version_for_the_rest(client, ct, organs):
+    segmentation = organ_segmentation(client, ct)
+    assert save(client, segmentation["id"], organs).status_code == 201
+    segments = {s.number: s for s in Segment.objects.filter(segmentation_id=segmentation["id"])}
+
+    # The stomach redrawn where no organ is, the pancreas erased.
+    stomach = np.zeros(organs.shape[1:], bool)
+    stomach[3:9, 20:60, 30:90] = True
+    assert not organs[0][stomach].any()
+    write_draft(segments[3], stomach)
+    write_draft(segments[4], np.zeros(organs.shape[1:], bool))
+
+    layers, base, drafted = working(client, segmentation["id"])
+    assert base == "1" and drafted == "3,4"
+    expected = organs.copy()
+    expected[np.isin(expected, [3, 4])] = 0
+    expected[0][stomach] = 3
+    assert layers.dtype == np.uint8 and np.array_equal(layers, expected)
+
+    # The version itself is unchanged.
+    version = labelmap_of(client.get(f"/api/segmentations/{segmentation['id']}/versions/1/labelmap/"))
+    assert np.array_equal(version, organs)
+
+
+def test_drafts_older_than_the_latest_version_are_ignored(client, ct, organs):
+    segmentation = organ_segmentation(client, ct)
+    stale = np.zeros(organs.shape[1:], bool)
+    stale[0:4, 0:50, 0:50] = True
+    write_draft(Segment.objects.get(segmentation_id=segmentation["id"], number=1), stale)
+    assert save(client, segmentation["id"], organs).status_code == 201  # saved after the draft
+
+    layers, base, drafted = working(client, segmentation["id"])
+    assert base == "1" and drafted == ""
+    assert np.array_equal(layers, organs)
+
+
+def test_a_draft_that_overlaps_other_segments_goes_on_its_own_layer(client, ct, organs):
+    segmentation = organ_segmentation(client, ct)
+    assert save(client, segmentation["id"], organs).status_code == 201
+    # The spleen's draft covers a box across the liver and the stomach.
+    spleen = np.zeros(organs.shape[1:], bool)
+    spleen[5:15, 150:350, 150:350] = True
+    assert set(np.unique(organs[0][spleen])) >= {2, 3}
+    write_draft(Segment.objects.get(segmentation_id=segmentation["id"], number=1), spleen)
+
+    layers, base, drafted = working(client, segmentation["id"])
+    assert base == "1" and drafted == "1"
+    assert layers.shape == (2, 20, 512, 512)
+    assert_each_segment_whole_on_one_layer(layers)
+    assert np.array_equal((layers == 1).any(axis=0), spleen)
+    for number in (2, 3, 4):
+        assert np.array_equal((layers == number).any(axis=0), organs[0] == number), number
+    assert set(np.unique(layers[1])) == {0, 1}  # the spleen alone on the second layer
+
+
+def test_working_labelmap_has_the_access_rules_of_version_labelmaps(client, ct, organs):
+    from django.contrib.auth import get_user_model
+
+    segmentation = organ_segmentation(client, ct)
+    assert save(client, segmentation["id"], organs).status_code == 201
+    base = f"/api/segmentations/{segmentation['id']}"
+    outsider = Client()
+    outsider.force_login(get_user_model().objects.create_user("outsider"))
+    for other in (outsider, Client()):
+        version = other.get(f"{base}/versions/1/labelmap/").status_code
+        assert version in (401, 403)
+        assert other.get(f"{base}/draft/").status_code == version
+    missing = f"/api/segmentations/{segmentation['id'] + 1000}"
+    assert client.get(f"{missing}/versions/1/labelmap/").status_code == 404
+    assert client.get(f"{missing}/draft/").status_code == 404

@@ -175,7 +175,8 @@ ANNOVOX_PUBLIC_URL = os.environ.get("ANNOVOX_PUBLIC_URL", "").rstrip("/")
 
 CORS_ALLOWED_ORIGINS = _env_list("ANNOVOX_CORS_ORIGINS", "")
 CORS_ALLOW_HEADERS = ["accept", "authorization", "content-type", "x-csrftoken"]
-CORS_EXPOSE_HEADERS = ["content-type", "content-length"]
+# The working labelmap's headers (GET /api/segmentations/{id}/draft/, docs/segmentations.md).
+CORS_EXPOSE_HEADERS = ["content-type", "content-length", "x-annovox-base-version", "x-annovox-draft-segments"]
 
 # Import limits: a single file (or zip entry) larger than this is rejected. A zip archive as a whole may
 # expand to one maximal file or ANNOVOX_MAX_ZIP_RATIO times its own size, whichever is larger (zip bombs);

@@ -1,4 +1,5 @@
-"""REST API of segmentations: segmentations of a series, their segments, versions, and exports.
+"""REST API of segmentations: segmentations of a series, their segments, versions, exports, and the working
+labelmap (the latest version with the interactive drafts made since).
 
 Thin views over :mod:`webapp.segmentations.versions`; the labelmap format is in
 :mod:`webapp.segmentations.labelmap_io`. Access follows the study database's rule (CanViewStudies).
@@ -14,7 +15,7 @@ from django.db.models import Prefetch, QuerySet
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
@@ -36,6 +37,9 @@ from .serializers import (
 )
 
 MAX_LAYERS = 8
+# Response headers of the working labelmap (SegmentationDraft); settings.CORS_EXPOSE_HEADERS lists them.
+BASE_VERSION_HEADER = "X-Annovox-Base-Version"
+DRAFT_SEGMENTS_HEADER = "X-Annovox-Draft-Segments"
 
 
 def _segmentations() -> QuerySet[Segmentation]:
@@ -262,6 +266,44 @@ class VersionNifti(_VersionFile):
     content_type, extension = "application/zip", "nifti.zip"
 
 
+@extend_schema(
+    responses={(200, "application/gzip"): OpenApiTypes.BINARY, 422: OpenApiTypes.OBJECT},
+    parameters=[
+        OpenApiParameter(
+            BASE_VERSION_HEADER,
+            str,
+            OpenApiParameter.HEADER,
+            response=[200],
+            description="The latest saved version number the labelmap starts from; empty when none.",
+        ),
+        OpenApiParameter(
+            DRAFT_SEGMENTS_HEADER,
+            str,
+            OpenApiParameter.HEADER,
+            response=[200],
+            description="Comma-separated numbers of the segments taken from drafts; empty when none.",
+        ),
+    ],
+)
+class SegmentationDraft(APIView):
+    """The working labelmap, to resume unsaved work after a reload: the latest version (empty when none) with
+    each segment whose interactive draft is newer replaced by the draft, as a gzip-compressed .npy
+    ``[layer, k, j, i]`` like a version's labelmap."""
+
+    def get(self, request: Request, pk: int) -> HttpResponse:
+        segmentation = get_object_or_404(Segmentation.objects.select_related("series"), pk=pk)
+        try:
+            labelmap, base, drafted = versions.working_labelmap(segmentation)
+        except versions.VersionError as exc:
+            return _error(exc)
+        response = _download(
+            write_labelmap(labelmap.layers), "application/gzip", f"{_stem(segmentation)}_draft.npy.gz"
+        )
+        response[BASE_VERSION_HEADER] = str(base.number) if base is not None else ""
+        response[DRAFT_SEGMENTS_HEADER] = ",".join(str(number) for number in drafted)
+        return response
+
+
 class VersionRestore(APIView):
     """Save the content of this version again, as the newest version."""
 
@@ -281,11 +323,12 @@ def _download(data: bytes, content_type: str, filename: str) -> HttpResponse:
     return response
 
 
+def _stem(segmentation: Segmentation) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in segmentation.label) or "segmentation"
+
+
 def _name(version: SegmentationVersion, extension: str) -> str:
-    stem = (
-        "".join(c if c.isalnum() or c in "-_" else "_" for c in version.segmentation.label) or "segmentation"
-    )
-    return f"{stem}_v{version.number}.{extension}"
+    return f"{_stem(version.segmentation)}_v{version.number}.{extension}"
 
 
 def _json_value(metadata: dict[str, Any], tag: str) -> str:

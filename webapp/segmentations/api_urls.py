@@ -14,6 +14,7 @@ urlpatterns = [
         name="api-series-seg-instances",
     ),
     path("segmentations/<int:pk>/", api.SegmentationDetail.as_view(), name="api-segmentation"),
+    path("segmentations/<int:pk>/draft/", api.SegmentationDraft.as_view(), name="api-segmentation-draft"),
     path("segmentations/<int:pk>/segments/", api.SegmentList.as_view(), name="api-segments"),
     path("segmentations/<int:pk>/segments/<int:number>/", api.SegmentDetail.as_view(), name="api-segment"),
     path("segmentations/<int:pk>/versions/", api.VersionList.as_view(), name="api-versions"),

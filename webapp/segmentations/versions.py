@@ -23,14 +23,15 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from pydicom.uid import generate_uid
 
+from webapp.interactive.protocol import ProtocolError, decode_frame
 from webapp.studies.importing import STORED, store_dicom
 from webapp.studies.models import Instance, Series
 from webapp.studies.volume import Volume, VolumeError, build_volume, read_instance
 
-from .dicom_seg import Code, Labelmap, SegError, SegmentInfo
+from .dicom_seg import Code, Labelmap, SegError, SegmentInfo, pack_layers
 from .dicom_seg.reader import read_seg, referenced_series_uids
 from .dicom_seg.writer import seg_bytes, write_seg
-from .models import InteractiveSession, PromptEvent, Segment, Segmentation, SegmentationVersion
+from .models import Draft, InteractiveSession, PromptEvent, Segment, Segmentation, SegmentationVersion
 
 SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
 AI_PROMPTS = (PromptEvent.Kind.POINT, PromptEvent.Kind.BOX, PromptEvent.Kind.SCRIBBLE, PromptEvent.Kind.LASSO)
@@ -163,6 +164,58 @@ def load_version(version: SegmentationVersion) -> Labelmap:
     except VolumeError as exc:
         raise UnprocessableError(str(exc)) from exc
     return _read_seg(dataset, _volume(version.segmentation.series))
+
+
+def working_labelmap(
+    segmentation: Segmentation,
+) -> tuple[Labelmap, SegmentationVersion | None, list[int]]:
+    """What the annotator sees after a reload: the latest version (an empty labelmap when nothing is saved
+    yet) with each segment whose draft is newer than that version replaced, whole, by the draft's mask.
+
+    Returns the labelmap (the layer rules of a version's: each segment whole on one layer, overlapping
+    segments on separate layers), the version it starts from, and the numbers of the segments taken from
+    drafts. Drafts are written by the interactive workers (docs/protocol.md, "Nothing is lost").
+    """
+    volume = _volume(segmentation.series)
+    shape: tuple[int, int, int] = volume.array.shape  # type: ignore[assignment]
+    base = latest_version(segmentation)
+    drafts = Draft.objects.filter(segment__segmentation=segmentation).select_related("segment")
+    if base is not None:
+        drafts = drafts.filter(updated__gt=base.created)
+    newer = sorted(drafts, key=lambda draft: draft.segment.number)
+    infos = [
+        _segment_info(segment, segment.algorithm or dict(MANUAL))
+        for segment in segmentation.segments.order_by("number")
+    ]
+    layers = load_version(base).layers if base is not None else np.zeros((1, *shape), dtype=np.uint8)
+    if not newer:
+        return Labelmap(layers, infos), base, []
+
+    numbers = [draft.segment.number for draft in newer]
+    layers[np.isin(layers, numbers)] = 0  # a drafted segment comes from its draft only
+    kept = [layer for layer in layers if layer.any()] or [layers[0]]
+    masks = {draft.segment.number: _draft_mask(draft, shape) for draft in newer}
+    return Labelmap(pack_layers(masks, into=np.stack(kept)), infos), base, numbers
+
+
+def _draft_mask(draft: Draft, shape: tuple[int, int, int]) -> np.ndarray:
+    """The draft's mask on the whole grid (its frame is a REPLACE frame over the mask's bounding box)."""
+    mask = np.zeros(shape, dtype=bool)
+    if draft.empty:
+        return mask
+    if list(draft.shape) != list(shape):
+        raise UnprocessableError(
+            f"the draft of segment {draft.segment.number} is on a {draft.shape} grid; the series' grid is "
+            f"{list(shape)}"
+        )
+    try:
+        frame = decode_frame(bytes(draft.frame), shape)
+    except ProtocolError as exc:
+        number = draft.segment.number
+        raise UnprocessableError(f"the draft of segment {number} cannot be read: {exc}") from exc
+    (k0, j0, i0), (k1, j1, i1) = frame.start, frame.stop
+    mask[k0:k1, j0:j1, i0:i1] = frame.mask
+    return mask
 
 
 def restore_version(version: SegmentationVersion, user: AbstractBaseUser) -> SegmentationVersion:

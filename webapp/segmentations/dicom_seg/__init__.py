@@ -93,14 +93,16 @@ class Labelmap:
         return (self.layers == number).any(axis=0)
 
 
-def pack_layers(masks: dict[int, np.ndarray]) -> np.ndarray:
+def pack_layers(masks: dict[int, np.ndarray], into: np.ndarray | None = None) -> np.ndarray:
     """Put boolean [k, j, i] masks, keyed by segment number, into as few layers as overlaps allow
-    (first fit, in segment-number order)."""
-    if not masks:
+    (first fit, in segment-number order). ``into``: layers ``[n, k, j, i]`` that already hold other
+    segments; the masks go into them first, then into new layers (``into`` itself is not changed)."""
+    if not masks and into is None:
         raise ValueError("no segments")
-    shape = next(iter(masks.values())).shape
-    dtype = np.uint8 if max(masks) <= 255 else np.uint16
-    layers: list[np.ndarray] = []
+    shape = next(iter(masks.values())).shape if into is None else into.shape[1:]
+    largest = max([*masks, int(into.max()) if into is not None and into.size else 0])
+    dtype = np.uint8 if largest <= 255 else np.uint16
+    layers: list[np.ndarray] = [] if into is None else [layer.astype(dtype) for layer in into]
     for number in sorted(masks):
         mask = masks[number]
         for layer in layers:
