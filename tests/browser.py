@@ -5,7 +5,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.conftest import ROOT, require
+from tests.conftest import DATA, ROOT, require
+from tests.servers import AnnovoxServer
 
 CHROMIUM_ARGS = [
     "--use-angle=swiftshader",
@@ -56,3 +57,26 @@ def screenshot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+@contextmanager
+def viewer_server(workdir: Path, folders: list[Path], password: str) -> Iterator[AnnovoxServer]:
+    """A live server holding the DICOM ``folders`` (read in place), whose user signs in with ``password``;
+    skipped (failed in CI) without the shared data, the built frontend or Chromium."""
+    require(DATA.is_dir(), f"the shared data folder {DATA} is missing")
+    require((ROOT / "frontend" / "dist" / "index.html").exists(), "the frontend is not built (make frontend)")
+    require(chromium_path() is not None, "Chromium is not installed (apt-get install chromium)")
+    with AnnovoxServer(workdir) as live:
+        # The importer copies into the server's own storage, never into the project.
+        live.manage("import_dicom", "--quiet", *(str(folder) for folder in folders))
+        set_password(live, password)
+        yield live
+
+
+def set_password(live: AnnovoxServer, password: str) -> None:
+    live.manage(
+        "shell", "--no-imports", "-c",
+        "from django.contrib.auth import get_user_model\n"
+        f"user = get_user_model().objects.get(username={live.username!r})\n"
+        f"user.set_password({password!r})\nuser.save()\n",
+    )  # fmt: skip

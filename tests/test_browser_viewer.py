@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from tests.browser import browser_page, chromium_path, screenshot, sign_in
-from tests.conftest import DATA, ROOT, require
+from tests.browser import browser_page, screenshot, sign_in, viewer_server
+from tests.conftest import DATA
 from tests.servers import AnnovoxServer
 from webapp.studies.volume import volume_from_datasets
 
@@ -40,18 +40,7 @@ def _uids(folder: Path) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnnovoxServer]:
-    require(DATA.is_dir(), f"the shared data folder {DATA} is missing")
-    require((ROOT / "frontend" / "dist" / "index.html").exists(), "the frontend is not built (make frontend)")
-    require(chromium_path() is not None, "Chromium is not installed (apt-get install chromium)")
-    with AnnovoxServer(tmp_path_factory.mktemp("viewer")) as live:
-        # Read in place: the importer copies into the server's own storage, never into the project.
-        live.manage("import_dicom", "--quiet", str(CT), *(str(folder) for folder in MR.values()))
-        live.manage(
-            "shell", "--no-imports", "-c",
-            "from django.contrib.auth import get_user_model\n"
-            f"user = get_user_model().objects.get(username={live.username!r})\n"
-            f"user.set_password({PASSWORD!r})\nuser.save()\n",
-        )  # fmt: skip
+    with viewer_server(tmp_path_factory.mktemp("viewer"), [CT, *MR.values()], PASSWORD) as live:
         yield live
 
 
@@ -170,12 +159,12 @@ def test_study_list_picker_and_ct_viewer(page: Any, ct_volume: Any) -> None:
     assert greys["lung"] > greys["soft-tissue"] > greys["bone"]
     screenshot(page, "viewer-ct-brain-window")
 
-    # Keys: the help overlay, and R back to the soft tissue window.
+    # Keys: the help overlay, and Home back to the soft tissue window.
     page.keyboard.press("?")
     assert page.is_visible("#help-overlay")
     page.keyboard.press("Escape")
     assert not page.is_visible("#help-overlay")
-    page.keyboard.press("r")
+    page.keyboard.press("Home")
     assert page.evaluate(f"{hook}.voiRange('axial')") == {"lower": -160, "upper": 240}
 
 

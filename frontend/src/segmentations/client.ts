@@ -214,11 +214,10 @@ export function restoreVersion(id: number, number: number): Promise<Version> {
   return send("POST", `/api/segmentations/${id}/versions/${number}/restore/`);
 }
 
-/** The version's labelmap ([layer, k, j, i]); checked against the series' grid ``shape`` when given. */
-export async function fetchLabelmap(id: number, number: number, shape?: Index3): Promise<Labelmap> {
+async function fetchLabelmapFile(url: string, shape?: Index3): Promise<{ labelmap: Labelmap; headers: Headers }> {
   let response: Response;
   try {
-    response = await fetch(versionFileUrl(id, number, "labelmap"), { credentials: "same-origin" });
+    response = await fetch(url, { credentials: "same-origin" });
   } catch {
     throw new ApiError(0, "The connection to the server failed");
   }
@@ -227,7 +226,32 @@ export async function fetchLabelmap(id: number, number: number, shape?: Index3):
     throw new ApiError(response.status, apiErrorMessage(response.status, body, "The labelmap could not be loaded"));
   }
   const array = await readNpyFile(new Uint8Array(await response.arrayBuffer()));
-  return Labelmap.fromNpy(array, shape);
+  return { labelmap: Labelmap.fromNpy(array, shape), headers: response.headers };
+}
+
+/** The version's labelmap ([layer, k, j, i]); checked against the series' grid ``shape`` when given. */
+export async function fetchLabelmap(id: number, number: number, shape?: Index3): Promise<Labelmap> {
+  return (await fetchLabelmapFile(versionFileUrl(id, number, "labelmap"), shape)).labelmap;
+}
+
+export interface WorkingLabelmap {
+  labelmap: Labelmap;
+  /** The latest saved version it starts from (null: nothing saved yet). */
+  baseVersion: number | null;
+  /** Segments whose unsaved draft (AI prompts, edits) is newer than that version. */
+  draftSegments: number[];
+}
+
+/** Where the work stands: the latest version with every newer draft laid over it (what a reload resumes). */
+export async function fetchWorkingLabelmap(id: number, shape?: Index3): Promise<WorkingLabelmap> {
+  const { labelmap, headers } = await fetchLabelmapFile(`/api/segmentations/${id}/draft/`, shape);
+  const base = headers.get("X-Annovox-Base-Version") ?? "";
+  const drafts = headers.get("X-Annovox-Draft-Segments") ?? "";
+  return {
+    labelmap,
+    baseVersion: base ? Number(base) : null,
+    draftSegments: drafts ? drafts.split(",").map(Number) : [],
+  };
 }
 
 /** Where a version's files are downloaded: the labelmap (.npy.gz), the DICOM SEG, or a NIfTI zip. */

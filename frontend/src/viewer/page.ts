@@ -1,6 +1,10 @@
 // The viewer page (#/series/{study}/{series}): four views, a side panel and a status bar around a Viewer, the
 // keys, and the test hook `window.annovoxViewer` (documented in docs/viewer.md).
 
+import { AnnotationController } from "../annotation/controller";
+import { AnnotationPanel } from "../annotation/panel";
+import { EditingTools, TOOLS } from "../annotation/tools";
+import { packBits } from "../interactive/frame";
 import { el } from "../format";
 import type { Markers, VoxelIndex } from "./geometry";
 import { AUTO_KEY, CT_PRESETS, type VoiRange } from "./presets";
@@ -24,6 +28,31 @@ export interface ViewerHook {
   loadTimes(): LoadTimes;
   /** How often a view has been drawn: wait for it to grow after a change before reading the screen. */
   renderCount(viewportId: ViewportId): number;
+  /** Segments, tools and masks; set once the viewer is ready (docs/viewer.md). */
+  annotation?: AnnotationHook;
+}
+
+export interface AnnotationHook {
+  ready: Promise<void>;
+  segments(): { number: number; label: string; color: string; visible: boolean; locked: boolean }[];
+  activeSegment(): number | null;
+  tool(): string;
+  positive(): boolean;
+  /** The segment's voxels over its bounding box: numpy.packbits of the 0/1 mask, base64; null when empty. */
+  segmentMask(segment: number): { start: number[]; stop: number[]; bits: string } | null;
+  voxelCount(segment: number): number;
+  /** SHA-256 (hex) of the labelmap's layers as saved ([layer, k, j, i], its dtype) and their shape. */
+  labelmapDigest(): Promise<string>;
+  /** Resolves when everything sent to the interactive service has been answered. */
+  idle(): Promise<void>;
+  lastPromptTiming(): { sent: number; answered: number; drawn: number; server: number; engine: number } | null;
+  canUndo(): boolean;
+  canRedo(): boolean;
+  unsaved(): boolean;
+  versions(): number[];
+  /** The open segmentation's id, null before the first segment. */
+  segmentationId(): number | null;
+  connectionStatus(): string;
 }
 
 declare global {
@@ -35,9 +64,17 @@ declare global {
 const KEYS: [string, string][] = [
   ...CT_PRESETS.map((p): [string, string] => [p.key, `${p.label} window (W ${p.width} / L ${p.center})`]),
   [AUTO_KEY, "Automatic window (from the image values)"],
-  ["R", "Reset the views and the window"],
+  ["Home", "Reset the views and the window"],
+  ...TOOLS.map((t): [string, string] => [t.key === "C" ? "C / Esc" : t.key, `${t.label}: ${t.help}`]),
+  ["T", "Toggle positive / negative prompts (and scissors: fill / cut)"],
+  ["R", "Reset the current object (forget its prompts, empty it)"],
+  ["M", "Next object: a new segment"],
+  ["V", "Show or hide all masks"],
+  ["[ / ]", "Smaller / larger brush"],
+  ["Ctrl+Z / Ctrl+Shift+Z", "Undo / redo (AI results and manual edits)"],
+  ["Ctrl+S", "Save a new version"],
   ["?", "Show or hide this help"],
-  ["Left drag", "Crosshairs: move all three planes"],
+  ["Left drag", "Crosshairs: move all three planes (or the chosen tool)"],
   ["Shift + left drag", "Window/level"],
   ["Middle drag / right drag", "Pan / zoom"],
   ["Wheel", "Scroll through slices"],
@@ -91,7 +128,7 @@ export function openViewer(root: HTMLElement, study: string, series: string): Vi
   }
   const resetButton = el("button", "Reset", "button small") as HTMLButtonElement;
   resetButton.type = "button";
-  resetButton.title = "Reset views (R)";
+  resetButton.title = "Reset views (Home)";
   const helpButton = el("button", "?", "button small") as HTMLButtonElement;
   helpButton.type = "button";
   helpButton.title = "Keys (?)";
@@ -106,7 +143,7 @@ export function openViewer(root: HTMLElement, study: string, series: string): Vi
   // Part 2 fills the panel (segments, AI and manual tools, save) and the connection/latency fields.
   const panel = el("aside", undefined, "viewer-panel");
   panel.id = "viewer-panel";
-  panel.append(el("p", "Segments and tools appear here.", "muted"));
+  panel.append(el("p", "Segments and tools appear when the series is loaded.", "muted"));
 
   const progress = el("progress", undefined, "viewer-progress") as HTMLProgressElement;
   progress.max = 1;
@@ -168,24 +205,91 @@ export function openViewer(root: HTMLElement, study: string, series: string): Vi
     highlightPreset();
   });
   helpButton.addEventListener("click", () => toggleHelp());
+  let annotation: { controller: AnnotationController; tools: EditingTools; panel: AnnotationPanel } | null = null;
   const onKey = (event: KeyboardEvent): void => {
-    if (event.ctrlKey || event.metaKey || event.altKey) return;
     if (event.target instanceof HTMLInputElement || event.target instanceof HTMLTextAreaElement) return;
+    if (event.altKey) return;
+    const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+    if (event.ctrlKey || event.metaKey) {
+      if (!annotation) return;
+      if (key === "z" && event.shiftKey) annotation.controller.redo();
+      else if (key === "z" || (key === "y" && !event.shiftKey)) {
+        if (key === "y") annotation.controller.redo();
+        else annotation.controller.undo();
+      } else if (key === "s") annotation.panel.saveNow();
+      else return;
+      event.preventDefault();
+      return;
+    }
     const preset = CT_PRESETS.find((p) => p.key === event.key);
+    const tool = TOOLS.find((t) => t.key.toLowerCase() === key);
     if (preset) choosePreset(preset.id);
     else if (event.key === AUTO_KEY) choosePreset("auto");
-    else if (event.key === "r" || event.key === "R") resetButton.click();
+    else if (event.key === "Home") resetButton.click();
     else if (event.key === "?") toggleHelp();
-    else if (event.key === "Escape") toggleHelp(false);
+    else if (event.key === "Escape" && !help.hidden) toggleHelp(false);
+    else if (!annotation) return;
+    else if (event.key === "Escape") annotation.tools.choose("navigate");
+    else if (tool) annotation.tools.choose(tool.id);
+    else if (key === "t") annotation.tools.togglePolarity();
+    else if (key === "r") void annotation.panel.run(() => annotation!.controller.resetObject());
+    else if (key === "m") void annotation.panel.run(() => annotation!.controller.nextObject());
+    else if (key === "v") annotation.controller.display.setAllVisible(!annotation.controller.display.allVisible);
+    else if (key === "[") annotation.tools.setBrushRadius(annotation.tools.brushRadiusMm - 0.5);
+    else if (key === "]") annotation.tools.setBrushRadius(annotation.tools.brushRadiusMm + 0.5);
     else return;
     event.preventDefault();
   };
   document.addEventListener("keydown", onKey);
 
+  const cellsByView = new Map<ViewportId, HTMLElement>();
+  for (const id of ALL_VIEWS) cellsByView.set(id, cells[id].parentElement!);
+  let closed = false;
+
+  async function startAnnotation(): Promise<void> {
+    const controller = new AnnotationController(viewer, series, {
+      message: (text, level) => annotation?.panel.show(text, level),
+      connection(text, state) {
+        connection.textContent = text;
+        connection.dataset.state = state;
+      },
+      latency(timing) {
+        const total = Math.round(timing.drawn - timing.sent);
+        latency.textContent = `Last prompt ${total} ms (AI ${Math.round(timing.engine * 1000)} ms)`;
+      },
+      model(ready) {
+        annotation?.panel.setModel(`Model: ${ready.model.name} ${ready.model.version} · ${ready.model.device} · licence ${ready.model.license}`);
+      },
+      versions: (versions) => annotation?.panel.renderVersions(versions),
+    });
+    const tools = new EditingTools(viewer, controller, cellsByView, {
+      changed: () => annotation?.panel.renderTools(),
+      refused: (message) => annotation?.panel.show(message, "error"),
+    });
+    const panelView = new AnnotationPanel(panel, controller, tools);
+    annotation = { controller, tools, panel: panelView };
+    await controller.start();
+    if (closed) return;
+    await panelView.offerStoredSegs(series);
+  }
+
   const ready = viewer.open(study, series).then(
     () => {
       highlightPreset();
       document.body.dataset.viewerReady = "true";
+      const annotationReady = startAnnotation().then(
+        () => {
+          document.body.dataset.annotationReady = "true";
+        },
+        (error: unknown) => {
+          console.error(error);
+          annotation?.panel.show(`The segmentation could not be loaded: ${(error as Error).message}`, "error");
+          document.body.dataset.annotationReady = "error";
+          throw error;
+        },
+      );
+      annotationReady.catch(() => undefined);
+      window.annovoxViewer!.annotation = annotationHook(annotationReady);
     },
     (error: unknown) => {
       console.error(error);
@@ -213,11 +317,63 @@ export function openViewer(root: HTMLElement, study: string, series: string): Vi
     renderCount: (id) => viewer.renders[id],
   };
 
+  function annotationHook(annotationReady: Promise<void>): AnnotationHook {
+    const state = () => {
+      if (!annotation) throw new Error("the annotation tools are not ready");
+      return annotation;
+    };
+    return {
+      ready: annotationReady,
+      segments: () =>
+        state().controller.doc.segments.map(({ number, label, color, visible, locked }) => ({
+          number,
+          label,
+          color,
+          visible,
+          locked,
+        })),
+      activeSegment: () => state().controller.doc.active,
+      tool: () => state().tools.tool,
+      positive: () => state().tools.positive,
+      segmentMask(segment) {
+        const doc = state().controller.doc;
+        if (!doc.labelmap.boundingBox(segment)) return null;
+        const { region, mask } = doc.maskOf(segment);
+        const bits = packBits(mask);
+        let text = "";
+        for (let n = 0; n < bits.length; n += 0x8000) text += String.fromCharCode(...bits.subarray(n, n + 0x8000));
+        return { start: region.start, stop: region.stop, bits: btoa(text) };
+      },
+      voxelCount: (segment) => state().controller.doc.labelmap.voxelCount(segment),
+      async labelmapDigest() {
+        const array = state().controller.doc.labelmap.toNpy();
+        const data = new Uint8Array(array.data.buffer, array.data.byteOffset, array.data.byteLength);
+        const digest = await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>);
+        const hex = [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+        return `${array.dtype}:${array.shape.join("x")}:${hex}`;
+      },
+      idle: () => state().controller.drain(),
+      lastPromptTiming: () => state().controller.lastTiming,
+      canUndo: () => state().controller.doc.canUndo,
+      canRedo: () => state().controller.doc.canRedo,
+      unsaved: () => state().controller.doc.unsaved,
+      versions: () => state().controller.versions.map((v) => v.number),
+      segmentationId: () => state().controller.segmentation?.id ?? null,
+      connectionStatus: () => state().controller.connection.status,
+    };
+  }
+
   return {
     panel,
     connection,
     latency,
     close() {
+      closed = true;
+      if (annotation) {
+        annotation.tools.destroy();
+        void annotation.controller.close();
+      }
+      delete document.body.dataset.annotationReady;
       document.removeEventListener("keydown", onKey);
       delete window.annovoxViewer;
       delete document.body.dataset.viewerReady;

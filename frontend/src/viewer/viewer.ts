@@ -134,6 +134,7 @@ export class Viewer {
   modality = "";
   private engine: RenderingEngine | null = null;
   private volume: Types.IImageVolume | null = null;
+  volumeId = "";
   private elements = new Map<ViewportId, HTMLDivElement>();
   private preset: string = "auto";
   private autoRange: VoiRange | null = null;
@@ -156,6 +157,7 @@ export class Viewer {
     this.geometry = info.geometry;
 
     const volumeId = `cornerstoneStreamingImageVolume:${series}`;
+    this.volumeId = volumeId;
     const volume = await volumeLoader.createAndCacheVolume(volumeId, { imageIds: info.imageIds });
     this.volume = volume;
     this.checkGeometry(volume);
@@ -351,6 +353,72 @@ export class Viewer {
     const rect = viewport.canvas.getBoundingClientRect();
     const world = viewport.canvasToWorld([client.x - rect.left, client.y - rect.top]);
     return worldToVoxel(this.geometry!, vec3(world));
+  }
+
+  /** Continuous [k, j, i] under client coordinates on a slice view's current plane (may lie outside). */
+  clientToContinuousVoxel(id: ViewportId, client: { x: number; y: number }): Vec3 {
+    const viewport = this.viewport(id);
+    const rect = viewport.canvas.getBoundingClientRect();
+    const world = viewport.canvasToWorld([client.x - rect.left, client.y - rect.top]);
+    return worldToContinuousVoxel(this.geometry!, vec3(world));
+  }
+
+  /** The unit normal of a view's plane (LPS). */
+  viewPlaneNormal(id: ViewportId): Vec3 {
+    return vec3(this.viewport(id).getCamera().viewPlaneNormal!);
+  }
+
+  /** Canvas pixels per millimetre in a view (its zoom), for drawing brush outlines. */
+  pixelsPerMm(id: ViewportId): number {
+    const viewport = this.viewport(id);
+    const a = viewport.worldToCanvas([0, 0, 0]);
+    const camera = viewport.getCamera();
+    const up = vec3(camera.viewUp!);
+    const b = viewport.worldToCanvas(up as Types.Point3);
+    return Math.hypot(b[0] - a[0], b[1] - a[1]);
+  }
+
+  /** The loaded image values, C order [k, j, i] (Cornerstone keeps them in that layout). */
+  imageValues(): ArrayLike<number> {
+    const values = this.volume?.voxelManager?.getCompleteScalarDataArray?.();
+    if (!values) throw new Error("the volume is not loaded");
+    return values;
+  }
+
+  volumeMetadata(): unknown {
+    return this.volume?.metadata;
+  }
+
+  /**
+   * Editing tools own the left button: crosshairs then stay on screen but do not take left drags
+   * (Shift + left drag still sets window/level).
+   */
+  setCrosshairsOnLeft(active: boolean): void {
+    const group = ToolGroupManager.getToolGroup(MPR_TOOLS);
+    if (!group) return;
+    if (active) {
+      group.setToolActive(CrosshairsTool.toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Primary }] });
+    } else {
+      group.setToolPassive(CrosshairsTool.toolName);
+    }
+  }
+
+  /** performance.now() of the view's next IMAGE_RENDERED (or after a second, if nothing needed drawing). */
+  nextRender(id: ViewportId): Promise<number> {
+    return new Promise((resolve) => {
+      const element = this.elements.get(id)!;
+      const done = () => {
+        window.clearTimeout(timer);
+        element.removeEventListener(Enums.Events.IMAGE_RENDERED, done);
+        resolve(performance.now());
+      };
+      const timer = window.setTimeout(done, 1000);
+      element.addEventListener(Enums.Events.IMAGE_RENDERED, done);
+    });
+  }
+
+  render(ids: ViewportId[] = SLICE_VIEWS): void {
+    this.engine?.renderViewports(ids);
   }
 
   /** Moves each slice view's plane through voxel [k, j, i], keeping zoom and pan. */
