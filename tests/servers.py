@@ -337,9 +337,18 @@ class AnnovoxServer(LiveServer):
         output = self.manage("shell", "--no-imports", "-c", code).stdout.strip()
         self.token = output.splitlines()[-1].strip()
 
-    def _command(self) -> list[str]:
-        self.port = free_port()
+    def _command(self, port: int | None = None) -> list[str]:
+        self.port = port or free_port()
         return [sys.executable, "-m", "daphne", "-b", HOST, "-p", str(self.port), "webapp.asgi:application"]
+
+    def restart(self) -> None:
+        """Kill Daphne (and its in-process worker) and start it again on the same port and data, as after a
+        crash: connected browsers lose their WebSocket and must reconnect."""
+        port = self.port
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+        self._launch(lambda: self._command(port), "/accounts/login/", cwd=ROOT, env=self.env())
 
     def start(self) -> Self:
         self.data_dir.mkdir(parents=True, exist_ok=True)

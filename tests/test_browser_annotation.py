@@ -26,7 +26,7 @@ CT = DATA / "ct_totalseg" / "dicom_raw_uidfixed"
 LABELS = DATA / "ct_totalseg" / "nifti" / "example_seg_dicom_dicomorder.nii.gz"
 SEG_DCMQI = DATA / "ct_totalseg" / "seg_dcmqi"
 # TotalSegmentator "total" classes
-SPLEEN, LIVER, STOMACH, AORTA = 1, 5, 6, 52
+SPLEEN, LIVER, STOMACH, AORTA, AUTOCHTHON_LEFT = 1, 5, 6, 52, 86
 PASSWORD = "annotation-test-password"
 READY_TIMEOUT_MS = 120_000
 PROMPT_TIMEOUT_MS = 120_000
@@ -300,6 +300,45 @@ def test_brush_undo_redo_and_locks(page: Any) -> None:
     idle(page)
     assert np.array_equal(mask_of(page, segment, shape), painted)
 
+    # Scissors: an outline around the right half of the stroke, cut (negative) and filled again (positive).
+    page.keyboard.press("x")
+    if page.evaluate(f"{ANNOTATION}.positive()"):
+        page.keyboard.press("t")
+    square = [[K, 240, 250], [K, 240, 270], [K, 260, 270], [K, 260, 250]]
+    drag(page, [client_of(page, "axial", v) for v in square])
+    idle(page)
+    cut = mask_of(page, segment, shape)
+    assert cut.any() and not cut[K, 241:260, 251:270].any() and not (cut & ~painted).any()
+    page.keyboard.press("t")
+    drag(page, [client_of(page, "axial", v) for v in square])
+    idle(page)
+    filled = mask_of(page, segment, shape)
+    assert filled[K, 241:260, 251:270].all()
+    page.keyboard.press("Control+z")
+    page.keyboard.press("Control+z")
+    idle(page)
+    assert np.array_equal(mask_of(page, segment, shape), painted)
+
+    # The threshold brush in the liver takes liver-like values only (not the fat or bone next to it).
+    liver = reference_labels() == LIVER
+    centre = middle_slice_voxel(liver, K)
+    page.keyboard.press("g")
+    page.evaluate("document.querySelector('#brush-size').value = '12'")
+    page.dispatch_event("#brush-size", "input")
+    before_threshold = mask_of(page, segment, shape)
+    drag(page, [client_of(page, "axial", [K, centre[1], centre[2] + d]) for d in (0, 4, 8)])
+    idle(page)
+    added = mask_of(page, segment, shape) & ~before_threshold
+    assert added.sum() > 100, added.sum()
+    values = [
+        page.evaluate(f"{HOOK}.voxelValue({[int(v) for v in index]})") for index in np.argwhere(added)[::25]
+    ]
+    assert 0 < np.median(values) < 200 and min(values) > -100, values
+    page.keyboard.press("Control+z")
+    idle(page)
+    page.evaluate("document.querySelector('#brush-size').value = '5'")
+    page.dispatch_event("#brush-size", "input")
+
     # The eraser takes part of it away; a locked segment refuses both.
     page.keyboard.press("e")
     drag(page, stroke[:2])
@@ -356,6 +395,68 @@ def test_save_reload_and_the_draft_survives_a_reload(page: Any) -> None:
     assert labelmap_digest(page) == edited
     assert page.evaluate(f"{ANNOTATION}.unsaved()") is True
     assert "Unsaved work restored" in page.inner_text("#panel-message")
+
+
+def test_segments_are_renamed_recoloured_and_hidden(page: Any) -> None:
+    study, series = _uids(CT)
+    open_annotation(page, study, series)
+    segment = add_segment(page, "Something")
+    row = f"#segment-list li[data-segment='{segment}']"
+    page.fill(f"{row} .segment-name", "Pancreas")
+    page.press(f"{row} .segment-name", "Enter")
+    page.wait_for_function(f"{ANNOTATION}.segments().find(s => s.number === {segment}).label === 'Pancreas'")
+    page.evaluate(
+        f"""() => {{ const input = document.querySelector("{row} input[type=color]");
+                   input.value = "#123456"; input.dispatchEvent(new Event("change")); }}"""
+    )
+    page.wait_for_function(f"{ANNOTATION}.segments().find(s => s.number === {segment}).color === '#123456'")
+    page.click(f"{row} [data-action=visibility]")
+    assert page.evaluate(f"{ANNOTATION}.segments().find(s => s.number === {segment}).visible") is False
+    page.keyboard.press("Escape")
+    page.keyboard.press("v")
+    assert page.evaluate(f"{ANNOTATION}.masksVisible()") is False
+    page.keyboard.press("v")
+    assert page.evaluate(f"{ANNOTATION}.masksVisible()") is True
+    # Label and colour are the segment's on the server (the SEG codes come from the label list).
+    page.reload()
+    open_annotation(page, study, series)
+    found = [s for s in page.evaluate(f"{ANNOTATION}.segments()") if s["number"] == segment]
+    assert found and found[0]["label"] == "Pancreas" and found[0]["color"] == "#123456"
+
+
+def test_the_viewer_reconnects_after_a_server_crash_and_keeps_the_mask(
+    page: Any, server: AnnovoxServer
+) -> None:
+    study, series = _uids(CT)
+    open_annotation(page, study, series)
+    shape = reference_labels().shape
+    # A muscle no other test segments: a new segment never takes another segment's voxels.
+    muscle = reference_labels() == AUTOCHTHON_LEFT
+    segment = add_segment(page, "Muscle")
+    page.keyboard.press("p")
+    show(page, middle_slice_voxel(muscle, K))
+    at = client_of(page, "axial", middle_slice_voxel(muscle, K))
+    prompt_and_wait(page, lambda: page.mouse.click(at["x"], at["y"]))
+    before = mask_of(page, segment, shape)
+    assert before.any()
+
+    seen = len(page.evaluate(f"{ANNOTATION}.connectionHistory()"))
+    server.restart()
+    page.wait_for_function(
+        f"{ANNOTATION}.connectionHistory().slice({seen}).includes('reconnecting') && "
+        f"{ANNOTATION}.connectionStatus() === 'open'",
+        timeout=60_000,
+    )
+    idle(page)
+    assert "AI connected" in page.inner_text("#status-connection")
+    assert np.array_equal(mask_of(page, segment, shape), before)
+    # And the resumed session takes prompts again, refining the same mask.
+    nearby = middle_slice_voxel(muscle, K - 3)
+    show(page, nearby)
+    at = client_of(page, "axial", nearby)
+    prompt_and_wait(page, lambda: page.mouse.click(at["x"], at["y"]))
+    after = mask_of(page, segment, shape)
+    assert after.sum() >= before.sum() and in_place(after, muscle)
 
 
 def test_a_flipped_orientation_seg_opens_like_the_aligned_one(

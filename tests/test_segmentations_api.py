@@ -449,6 +449,17 @@ def test_drafts_older_than_the_latest_version_are_ignored(client, ct, organs):
     assert np.array_equal(layers, organs)
 
 
+def test_a_draft_that_repeats_the_saved_mask_is_no_unsaved_work(client, ct, organs):
+    """A session opened on a saved segment starts from its mask and writes it as the draft."""
+    segmentation = organ_segmentation(client, ct)
+    assert save(client, segmentation["id"], organs).status_code == 201
+    write_draft(Segment.objects.get(segmentation_id=segmentation["id"], number=2), organs[0] == 2)
+
+    layers, base, drafted = working(client, segmentation["id"])
+    assert base == "1" and drafted == ""
+    assert np.array_equal(layers, organs)
+
+
 def test_a_draft_that_overlaps_other_segments_goes_on_its_own_layer(client, ct, organs):
     segmentation = organ_segmentation(client, ct)
     assert save(client, segmentation["id"], organs).status_code == 201

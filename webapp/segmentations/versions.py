@@ -182,19 +182,24 @@ def working_labelmap(
     drafts = Draft.objects.filter(segment__segmentation=segmentation).select_related("segment")
     if base is not None:
         drafts = drafts.filter(updated__gt=base.created)
-    newer = sorted(drafts, key=lambda draft: draft.segment.number)
     infos = [
         _segment_info(segment, segment.algorithm or dict(MANUAL))
         for segment in segmentation.segments.order_by("number")
     ]
     layers = load_version(base).layers if base is not None else np.zeros((1, *shape), dtype=np.uint8)
-    if not newer:
+    # A draft that only repeats the saved mask (a session opened on a saved segment starts from it) is no
+    # unsaved work.
+    masks = {}
+    for draft in sorted(drafts, key=lambda draft: draft.segment.number):
+        mask = _draft_mask(draft, shape)
+        if not np.array_equal(mask, (layers == draft.segment.number).any(axis=0)):
+            masks[draft.segment.number] = mask
+    if not masks:
         return Labelmap(layers, infos), base, []
 
-    numbers = [draft.segment.number for draft in newer]
+    numbers = list(masks)
     layers[np.isin(layers, numbers)] = 0  # a drafted segment comes from its draft only
     kept = [layer for layer in layers if layer.any()] or [layers[0]]
-    masks = {draft.segment.number: _draft_mask(draft, shape) for draft in newer}
     return Labelmap(pack_layers(masks, into=np.stack(kept)), infos), base, numbers
 
 

@@ -57,6 +57,8 @@ export class AnnotationController {
   versions: Version[] = [];
   baseVersion: number | null = null;
   lastTiming: PromptTiming | null = null;
+  /** Every connection status so far, in order (the status bar shows only the latest). */
+  readonly statusHistory: string[] = [];
   private queue: Promise<unknown> = Promise.resolve();
   /** Segments whose mask on screen the server's session has not been told yet. */
   private readonly needsSync = new Set<number>();
@@ -73,6 +75,7 @@ export class AnnotationController {
     this.display = new LabelmapDisplay(viewer, `annovox-${series}`);
     this.doc.on({ voxels: (layer, region) => this.display.changed(layer, region) });
     this.connection.on("status", (info) => {
+      this.statusHistory.push(info.status);
       const text =
         info.status === "open"
           ? "AI connected"

@@ -53,6 +53,10 @@ export interface AnnotationHook {
   /** The open segmentation's id, null before the first segment. */
   segmentationId(): number | null;
   connectionStatus(): string;
+  /** Every status the connection went through (connecting, open, reconnecting, closed). */
+  connectionHistory(): string[];
+  /** False while V hides every mask. */
+  masksVisible(): boolean;
 }
 
 declare global {
@@ -360,6 +364,8 @@ export function openViewer(root: HTMLElement, study: string, series: string): Vi
       versions: () => state().controller.versions.map((v) => v.number),
       segmentationId: () => state().controller.segmentation?.id ?? null,
       connectionStatus: () => state().controller.connection.status,
+      connectionHistory: () => [...state().controller.statusHistory],
+      masksVisible: () => state().controller.display.allVisible,
     };
   }
 
