@@ -118,6 +118,8 @@ export class EditingTools {
     if (this.tool === "navigate" || event.button !== 0 || event.shiftKey) return;
     event.preventDefault();
     event.stopPropagation();
+    // The suppressed mouse events would have taken the focus from a panel field: the keys work again.
+    if (document.activeElement instanceof HTMLElement) document.activeElement.blur();
     if (this.controller.doc.active === null && this.info.kind === "manual") {
       this.events.refused?.("Add a segment first.");
       return;
