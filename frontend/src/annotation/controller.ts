@@ -232,24 +232,23 @@ export class AnnotationController {
 
   /** Records an edit a manual tool made to the active segment and tells the server. */
   manualEdit(entry: HistoryEntry | null): void {
-    if (!entry) return;
-    this.needsSync.add(entry.edit.segment);
-    this.enqueue(() => this.sync(entry.edit.segment));
+    if (entry) this.afterEdit(entry);
   }
 
   undo(): boolean {
     const entry = this.doc.undo();
-    if (entry) this.afterHistoryStep(entry);
+    if (entry) this.afterEdit(entry);
     return entry !== null;
   }
 
   redo(): boolean {
     const entry = this.doc.redo();
-    if (entry) this.afterHistoryStep(entry);
+    if (entry) this.afterEdit(entry);
     return entry !== null;
   }
 
-  private afterHistoryStep(entry: HistoryEntry): void {
+  /** The screen changed a segment: its session must hear of it. */
+  private afterEdit(entry: HistoryEntry): void {
     this.needsSync.add(entry.edit.segment);
     this.enqueue(() => this.sync(entry.edit.segment));
   }

@@ -7,7 +7,7 @@ import { Enums as ToolEnums, segmentation } from "@cornerstonejs/tools";
 
 import type { Labelmap } from "../labelmap/labelmap";
 import type { Region } from "../labelmap/region";
-import type { Viewer, ViewportId } from "../viewer/viewer";
+import { SLICE_VIEWS, type Viewer } from "../viewer/viewer";
 
 const LABELMAP = ToolEnums.SegmentationRepresentations.Labelmap;
 
@@ -23,14 +23,12 @@ export class LabelmapDisplay {
   private colours = new Map<number, string>();
   private hidden = new Set<number>();
   private allHidden = false;
-  private readonly views: ViewportId[];
+  private readonly views = SLICE_VIEWS;
 
   constructor(
     private readonly viewer: Viewer,
     private readonly prefix: string,
-  ) {
-    this.views = ["axial", "sagittal", "coronal"];
-  }
+  ) {}
 
   /** Shows ``labelmap`` (replacing what was shown); call again when layers were added. */
   show(labelmap: Labelmap): void {

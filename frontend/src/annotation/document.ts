@@ -56,13 +56,8 @@ export class AnnotationDocument {
 
   /** A freshly loaded labelmap: history and bounds start over. */
   load(labelmap: Labelmap, segments: Segment[]): void {
-    const previous = new Map(this.segments.map((s) => [s.number, s]));
     this.labelmap = labelmap;
-    this.segments = segments.map((s) => ({
-      ...s,
-      visible: previous.get(s.number)?.visible ?? true,
-      locked: previous.get(s.number)?.locked ?? false,
-    }));
+    this.segments = this.withViewState(segments);
     if (this.active === null || !this.segment(this.active)) this.active = this.segments[0]?.number ?? null;
     this.undoStack = [];
     this.redoStack = [];
@@ -77,13 +72,18 @@ export class AnnotationDocument {
   }
 
   setSegments(segments: Segment[]): void {
+    this.segments = this.withViewState(segments);
+    this.emit("segments");
+  }
+
+  /** The segments with the visibility and lock they had here (new numbers: visible, unlocked). */
+  private withViewState(segments: Segment[]): SegmentState[] {
     const previous = new Map(this.segments.map((s) => [s.number, s]));
-    this.segments = segments.map((s) => ({
+    return segments.map((s) => ({
       ...s,
       visible: previous.get(s.number)?.visible ?? true,
       locked: previous.get(s.number)?.locked ?? false,
     }));
-    this.emit("segments");
   }
 
   updateSegment(number: number, change: Partial<SegmentState>): void {

@@ -271,7 +271,7 @@ export class AnnotationPanel {
   async offerStoredSegs(series: string): Promise<SegInstance[]> {
     const instances = await listSegInstances(series);
     const current = this.controller.segmentation?.id;
-    const offered = instances.filter((instance) => instance.segmentation === null || instance.segmentation !== current);
+    const offered = instances.filter((instance) => instance.segmentation !== current);
     const unique = new Map<string, SegInstance>();
     for (const instance of offered) unique.set(instance.sop_instance_uid, instance);
     if (!unique.size) {
