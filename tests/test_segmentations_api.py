@@ -19,7 +19,7 @@ from django.test import Client
 from tests.conftest import study_reader
 from tests.test_dicomweb import body_of
 from webapp.interactive.protocol import MaskFrame, encode_frame
-from webapp.segmentations import versions
+from webapp.segmentations import services, versions
 from webapp.segmentations.models import (
     Draft,
     InteractiveSession,
@@ -363,8 +363,11 @@ def test_users_without_study_access_get_403(ct):
 # --- the working labelmap: the latest version with the drafts made since ----------------------------
 
 
-def write_draft(segment: Segment, mask: np.ndarray) -> Draft:
-    """The segment's draft as a worker writes it: a REPLACE frame over the mask's bounding box."""
+def write_draft(
+    segment: Segment, mask: np.ndarray, session: InteractiveSession | None = None, sequence: int = 1
+) -> Draft:
+    """The segment's draft as a worker writes it: a REPLACE frame over the mask's bounding box, holding the
+    ``session``'s events up to ``sequence``."""
     hits = np.argwhere(mask)
     if len(hits):
         start, stop = hits.min(axis=0), hits.max(axis=0) + 1
@@ -380,7 +383,8 @@ def write_draft(segment: Segment, mask: np.ndarray) -> Draft:
             "shape": list(mask.shape),
             "frame": encode_frame(frame),
             "empty": not len(hits),
-            "sequence": 1,
+            "session": session,
+            "sequence": sequence,
         },
     )
     return draft
@@ -494,3 +498,49 @@ def test_working_labelmap_has_the_access_rules_of_version_labelmaps(client, ct, 
     missing = f"/api/segmentations/{segmentation['id'] + 1000}"
     assert client.get(f"{missing}/versions/1/labelmap/").status_code == 404
     assert client.get(f"{missing}/draft/").status_code == 404
+
+
+def test_a_draft_written_after_a_save_of_events_before_it_is_no_unsaved_work(client, ct, organs, user):
+    """Workers write a draft a moment after the session's last event, possibly after a save that already
+    holds it (the viewer saves what is on screen, where an AI result may have been clipped by other segments):
+    the event's time counts, not the draft's."""
+    segmentation = organ_segmentation(client, ct)
+    segment = Segment.objects.get(segmentation_id=segmentation["id"], number=1)
+    session, _ = services.resume_or_start_session(user, segment, "default")
+    unclipped = np.zeros(organs.shape[1:], bool)
+    unclipped[2:12, 100:300, 100:300] = True
+    event = services.record_event(session, PromptEvent.Kind.POINT, {"index": [5, 200, 200], "positive": True})
+    assert save(client, segmentation["id"], organs).status_code == 201
+    write_draft(segment, unclipped, session, event.sequence)  # written after the save
+
+    layers, base, drafted = working(client, segmentation["id"])
+    assert base == "1" and drafted == ""
+    assert np.array_equal(layers, organs)
+
+    # An event after the save is unsaved work.
+    later = services.record_event(session, PromptEvent.Kind.INITIAL_MASK, {}, b"")
+    write_draft(segment, unclipped, session, later.sequence)
+    layers, base, drafted = working(client, segmentation["id"])
+    assert base == "1" and drafted == "1"
+    assert np.array_equal((layers == 1).any(axis=0), unclipped)
+
+
+def test_a_new_session_starts_from_the_draft_only_when_it_is_newer_than_the_saved_version(
+    client, ct, organs, user
+):
+    segmentation = organ_segmentation(client, ct)
+    segment = Segment.objects.get(segmentation_id=segmentation["id"], number=1)
+    stale = np.zeros(organs.shape[1:], bool)
+    stale[0:4, 0:50, 0:50] = True
+    write_draft(segment, stale)
+    assert save(client, segmentation["id"], organs).status_code == 201
+
+    session, new = services.resume_or_start_session(user, segment, "default")
+    assert new and not session.events.exists()  # the saved version counts; the viewer sends what it shows
+    services.close_session(session.pk)
+
+    draft = write_draft(segment, stale)  # now newer than the version
+    session, new = services.resume_or_start_session(user, segment, "default")
+    events = list(session.events.all())
+    assert new and [event.kind for event in events] == [PromptEvent.Kind.INITIAL_MASK]
+    assert bytes(events[0].mask) == bytes(draft.frame)

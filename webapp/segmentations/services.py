@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -29,9 +30,29 @@ def resume_or_start_session(
             return existing, False
         session = InteractiveSession.objects.create(segment=segment, user=user, model_name=model_name)
         draft = Draft.objects.filter(segment=segment).first()
-        if draft is not None and not draft.empty:
+        if draft is not None and not draft.empty and draft_is_newer(draft, latest_save(segment)):
             record_event(session, PromptEvent.Kind.INITIAL_MASK, {}, bytes(draft.frame))
         return session, True
+
+
+def latest_save(segment: Segment) -> datetime | None:
+    """When the segment's segmentation was last saved (None: never)."""
+    return segment.segmentation.versions.aggregate(last=Max("created"))["last"]
+
+
+def draft_is_newer(draft: Draft, saved: datetime | None) -> bool:
+    """Whether the draft holds work newer than a save made at ``saved``. What counts is when the draft's
+    last event was recorded, not when the worker wrote the draft: workers write drafts a moment after a
+    session goes idle, which can be after a save that already holds that work (the client saves what is on
+    screen, once everything it sent has been answered)."""
+    if saved is None:
+        return True
+    recorded = (
+        PromptEvent.objects.filter(session_id=draft.session_id, sequence=draft.sequence)
+        .values_list("created", flat=True)
+        .first()
+    )
+    return (recorded or draft.updated) > saved
 
 
 def record_event(

@@ -32,6 +32,7 @@ from .dicom_seg import Code, Labelmap, SegError, SegmentInfo, pack_layers
 from .dicom_seg.reader import read_seg, referenced_series_uids
 from .dicom_seg.writer import seg_bytes, write_seg
 from .models import Draft, InteractiveSession, PromptEvent, Segment, Segmentation, SegmentationVersion
+from .services import draft_is_newer
 
 SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
 AI_PROMPTS = (PromptEvent.Kind.POINT, PromptEvent.Kind.BOX, PromptEvent.Kind.SCRIBBLE, PromptEvent.Kind.LASSO)
@@ -179,9 +180,12 @@ def working_labelmap(
     volume = _volume(segmentation.series)
     shape: tuple[int, int, int] = volume.array.shape  # type: ignore[assignment]
     base = latest_version(segmentation)
-    drafts = Draft.objects.filter(segment__segmentation=segmentation).select_related("segment")
-    if base is not None:
-        drafts = drafts.filter(updated__gt=base.created)
+    saved = base.created if base is not None else None
+    drafts = [
+        draft
+        for draft in Draft.objects.filter(segment__segmentation=segmentation).select_related("segment")
+        if draft_is_newer(draft, saved)
+    ]
     infos = [
         _segment_info(segment, segment.algorithm or dict(MANUAL))
         for segment in segmentation.segments.order_by("number")

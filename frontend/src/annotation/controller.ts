@@ -95,6 +95,7 @@ export class AnnotationController {
   async start(): Promise<void> {
     this.display.show(this.doc.labelmap);
     const segmentations = await listSegmentations(this.series);
+    if (this.closed) return;
     if (segmentations.length) await this.openSegmentation(newest(segmentations));
     else this.events.segmentation?.(null);
   }
@@ -102,6 +103,7 @@ export class AnnotationController {
   async openSegmentation(segmentation: Segmentation): Promise<void> {
     await this.drain();
     const working = await fetchWorkingLabelmap(segmentation.id, this.doc.labelmap.shape);
+    if (this.closed) return; // the page was left meanwhile: its views are gone
     this.segmentation = segmentation;
     this.baseVersion = working.baseVersion;
     this.doc.active = null;
@@ -114,7 +116,7 @@ export class AnnotationController {
       this.events.message?.(`Unsaved work restored (segments ${working.draftSegments.join(", ")}).`, "info");
     }
     await this.refreshVersions();
-    if (this.doc.active !== null) this.activate(this.doc.active);
+    if (this.doc.active !== null && !this.closed) this.activate(this.doc.active);
   }
 
   private colourAll(): void {
@@ -223,8 +225,12 @@ export class AnnotationController {
 
   private applyAi(frame: MaskFrame, segment: number): HistoryEntry | null {
     const entry = this.doc.applyAiFrame(frame, segment);
-    // Another segment's voxels are never overwritten: the session must then learn the mask as it is here.
-    if (!this.doc.frameFullyApplied(segment, frame)) this.needsSync.add(segment);
+    // Another segment's voxels are never overwritten: the session must then learn the mask as it is here,
+    // at once, so that its draft is what the screen shows.
+    if (!this.doc.frameFullyApplied(segment, frame)) {
+      this.needsSync.add(segment);
+      this.enqueue(() => this.sync(segment));
+    }
     return entry;
   }
 

@@ -277,15 +277,18 @@ export function openViewer(root: HTMLElement, study: string, series: string): Vi
     await panelView.offerStoredSegs(series);
   }
 
+  // A page left while loading stops there: what it would do next (flags, hooks) belongs to the next page.
   const ready = viewer.open(study, series).then(
     () => {
+      if (closed) return;
       highlightPreset();
       document.body.dataset.viewerReady = "true";
       const annotationReady = startAnnotation().then(
         () => {
-          document.body.dataset.annotationReady = "true";
+          if (!closed) document.body.dataset.annotationReady = "true";
         },
         (error: unknown) => {
+          if (closed) return;
           console.error(error);
           annotation?.panel.show(`The segmentation could not be loaded: ${(error as Error).message}`, "error");
           document.body.dataset.annotationReady = "error";
@@ -296,6 +299,7 @@ export function openViewer(root: HTMLElement, study: string, series: string): Vi
       window.annovoxViewer!.annotation = annotationHook(annotationReady);
     },
     (error: unknown) => {
+      if (closed) return;
       console.error(error);
       progressLabel.textContent = `Could not open the series: ${(error as Error).message}`;
       progressLabel.classList.add("error");

@@ -126,6 +126,16 @@ function vec3(value: ArrayLike<number>): Vec3 {
   return [value[0], value[1], value[2]];
 }
 
+let volumesOpened = 0;
+
+/** What a viewer's open() rejects with once the viewer was destroyed (its page left) while it was loading. */
+export class ViewerClosedError extends Error {
+  constructor() {
+    super("the viewer was closed while it was loading");
+    this.name = "ViewerClosedError";
+  }
+}
+
 export class Viewer {
   readonly times: LoadTimes = { metadata: null, firstImage: null, fullVolume: null };
   /** IMAGE_RENDERED events per view, so that tests can wait for a change to be drawn. */
@@ -140,25 +150,43 @@ export class Viewer {
   private autoRange: VoiRange | null = null;
   private listeners: [EventTarget, string, EventListener][] = [];
   private resizeObserver: ResizeObserver | null = null;
+  private destroyed = false;
+  private signalDestroyed: () => void = () => undefined;
+  /** Rejects when destroy() is called: a page left while loading must not go on and touch the next one's
+   * rendering engine, tool groups, cache or views (they share Cornerstone's global state). */
+  private readonly whenDestroyed = new Promise<never>((_, reject) => {
+    this.signalDestroyed = () => reject(new ViewerClosedError());
+  });
 
   constructor(
     elements: Record<ViewportId, HTMLDivElement>,
     private readonly callbacks: ViewerCallbacks,
   ) {
     for (const id of ALL_VIEWS) this.elements.set(id, elements[id]);
+    this.whenDestroyed.catch(() => undefined);
+  }
+
+  /** ``work``, unless the viewer is destroyed first (then ViewerClosedError). */
+  private async unlessDestroyed<T>(work: Promise<T>): Promise<T> {
+    const result = await Promise.race([work, this.whenDestroyed]);
+    if (this.destroyed) throw new ViewerClosedError();
+    return result;
   }
 
   /** Loads the series and resolves once every frame is loaded and every view has rendered it. */
   async open(study: string, series: string): Promise<void> {
-    await initCornerstone();
-    const info = await loadSeries(study, series);
+    await this.unlessDestroyed(initCornerstone());
+    const info = await this.unlessDestroyed(loadSeries(study, series));
     this.times.metadata = performance.now();
     this.modality = info.modality;
     this.geometry = info.geometry;
 
-    const volumeId = `cornerstoneStreamingImageVolume:${series}`;
+    // Its own id: a viewer of the same series left while loading may still be releasing its volume.
+    const volumeId = `cornerstoneStreamingImageVolume:${series}:${++volumesOpened}`;
     this.volumeId = volumeId;
-    const volume = await volumeLoader.createAndCacheVolume(volumeId, { imageIds: info.imageIds });
+    const creating = volumeLoader.createAndCacheVolume(volumeId, { imageIds: info.imageIds });
+    creating.then(() => this.destroyed && cache.removeVolumeLoadObject(volumeId)).catch(() => undefined);
+    const volume = await this.unlessDestroyed(creating);
     this.volume = volume;
     this.checkGeometry(volume);
 
@@ -181,7 +209,7 @@ export class Viewer {
       this.listen(this.elements.get(id)!, Enums.Events.IMAGE_RENDERED, () => this.renders[id]++);
     }
 
-    await setVolumesForViewports(engine, [{ volumeId }], SLICE_VIEWS);
+    await this.unlessDestroyed(setVolumesForViewports(engine, [{ volumeId }], SLICE_VIEWS));
     const initial = initialPreset(this.modality);
     this.setPreset(initial === "auto" ? "auto" : initial.id, false);
     for (const id of ALL_VIEWS) this.updateMarkers(id);
@@ -200,7 +228,7 @@ export class Viewer {
     engine.render();
     this.resizeObserver = new ResizeObserver(() => this.engine?.resize(true, true));
     for (const element of this.elements.values()) this.resizeObserver.observe(element);
-    await loaded;
+    await this.unlessDestroyed(loaded);
   }
 
   /** Our grid from the metadata must be Cornerstone's: masks and prompts travel in our indices. */
@@ -489,6 +517,10 @@ export class Viewer {
   }
 
   destroy(): void {
+    this.destroyed = true;
+    this.signalDestroyed();
+    // Its frames still queued would load into a purged volume, ahead of the next page's.
+    imageLoadPoolManager.clearRequestStack(Enums.RequestType.Interaction);
     this.resizeObserver?.disconnect();
     for (const [target, type, listener] of this.listeners) target.removeEventListener(type, listener);
     this.listeners = [];
