@@ -68,6 +68,29 @@ POINTS_PER_OBJECT = 5
 READY_TIMEOUT_MS = 600_000
 PROMPT_TIMEOUT_MS = 300_000
 HOOK = "window.annovoxViewer"
+# Where a load's time goes: the viewer's own `annovox:` marks, and when the requests it waits on came back
+# (ms since navigation start; resource entries give responseEnd, the first frame the earliest one).
+STAGES_JS = """() => {
+  const stages = {};
+  for (const mark of performance.getEntriesByType('mark')) {
+    if (mark.name.startsWith('annovox:')) stages[mark.name.slice(8)] = mark.startTime;
+  }
+  const resources = performance.getEntriesByType('resource');
+  const first = (test) => resources.filter(test).sort((a, b) => a.responseEnd - b.responseEnd)[0];
+  const metadata = first((e) => e.name.endsWith('/metadata'));
+  if (metadata) {
+    stages['metadata-requested'] = metadata.startTime;
+    stages['metadata-received'] = metadata.responseEnd;
+  }
+  const chunk = first((e) => /\\/page-[^/]*\\.js$/.test(e.name));
+  if (chunk) stages['viewer-code-received'] = chunk.responseEnd;
+  const frame = first((e) => e.name.includes('/frames/'));
+  if (frame) {
+    stages['first-frame-requested'] = frame.startTime;
+    stages['first-frame-received'] = frame.responseEnd;
+  }
+  return stages;
+}"""
 ANNOTATION = "window.annovoxViewer.annotation"
 
 
@@ -93,6 +116,7 @@ def one_load(
         times["frame_requests"] = page.evaluate(
             "performance.getEntriesByType('resource').filter(e => e.name.includes('/frames/')).length"
         )
+        times["stages"] = page.evaluate(STAGES_JS)
         return times
     finally:
         context.close()
@@ -268,6 +292,8 @@ def main() -> None:
                 f"first image {times['firstImage']:.0f} ms, full volume {times['fullVolume']:.0f} ms "
                 f"({times['frame_requests']} frame requests)"
             )
+            stages = sorted(times["stages"].items(), key=lambda item: item[1])
+            print("  " + ", ".join(f"{name} {ms:.0f}" for name, ms in stages))
         if args.prompts > 0:
             objects = object_points(args.slices, POINTS_PER_OBJECT)
             samples = prompt_to_screen(

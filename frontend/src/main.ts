@@ -4,6 +4,7 @@ import { type CurrentUser, csrfToken, getJSON } from "./api";
 import { showSeriesPicker } from "./series";
 import { StudyList } from "./studies";
 import { Uploader } from "./upload";
+import { seriesMetadata } from "./viewer/dicomweb";
 
 // Hash routes, all served by the one index.html at `/`:
 //   #/                          study list and upload
@@ -83,10 +84,14 @@ async function route(): Promise<void> {
       await showSeriesPicker(byId("series-page"), args[0]);
     } else if (name === "series" && args.length === 2) {
       show("viewer");
+      // The series' metadata is fetched while the viewer's code loads: neither waits for the other.
+      const metadata = seriesMetadata(args[0], args[1]);
+      metadata.catch(() => undefined); // the viewer reports a failure
       // Cornerstone is loaded only here, so the study list stays light.
       const { openViewer } = await import("./viewer/page");
+      performance.mark("annovox:viewer-code-loaded");
       if (current !== generation) return;
-      closeViewer = openViewer(byId("viewer-page"), args[0], args[1]).close;
+      closeViewer = openViewer(byId("viewer-page"), args[0], args[1], metadata).close;
     } else {
       show("studies");
       await studyList().load();

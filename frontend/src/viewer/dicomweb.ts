@@ -18,6 +18,11 @@ export async function getDicomJson(path: string): Promise<DicomJson[]> {
   return (await response.json()) as DicomJson[];
 }
 
+/** WADO-RS metadata of every instance of a series. */
+export function seriesMetadata(study: string, series: string): Promise<DicomJson[]> {
+  return getDicomJson(`/studies/${study}/series/${series}/metadata`);
+}
+
 /** The first value of a tag as a string ("" when absent); person names give their Alphabetic form. */
 export function text(data: DicomJson, tag: string): string {
   const value = data[tag]?.Value?.[0];

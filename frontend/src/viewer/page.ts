@@ -6,7 +6,7 @@ import { AnnotationPanel } from "../annotation/panel";
 import { EditingTools, TOOLS } from "../annotation/tools";
 import { packBits } from "../interactive/frame";
 import { el } from "../format";
-import type { Markers, VoxelIndex } from "./geometry";
+import type { DicomJson, Markers, VoxelIndex } from "./geometry";
 import { AUTO_KEY, CT_PRESETS, type VoiRange } from "./presets";
 import { ALL_VIEWS, type LoadTimes, type ViewportId, Viewer } from "./viewer";
 
@@ -93,7 +93,13 @@ export interface ViewerPage {
   close(): void;
 }
 
-export function openViewer(root: HTMLElement, study: string, series: string): ViewerPage {
+/** `metadata`: the series' WADO-RS metadata (`seriesMetadata`), requested by the caller as early as it can. */
+export function openViewer(
+  root: HTMLElement,
+  study: string,
+  series: string,
+  metadata: Promise<DicomJson[]>,
+): ViewerPage {
   delete document.body.dataset.viewerReady;
   const cells = {} as Record<ViewportId, HTMLDivElement>;
   const markerNodes = {} as Record<ViewportId, Record<keyof Markers, HTMLElement>>;
@@ -278,7 +284,7 @@ export function openViewer(root: HTMLElement, study: string, series: string): Vi
   }
 
   // A page left while loading stops there: what it would do next (flags, hooks) belongs to the next page.
-  const ready = viewer.open(study, series).then(
+  const ready = viewer.open(study, series, metadata).then(
     () => {
       if (closed) return;
       highlightPreset();

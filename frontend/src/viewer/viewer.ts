@@ -29,7 +29,7 @@ import {
 } from "@cornerstonejs/tools";
 
 import { personName } from "../format";
-import { Tag, frameUrl, getDicomJson, number, text } from "./dicomweb";
+import { Tag, frameUrl, number, text } from "./dicomweb";
 import {
   type DicomJson,
   type Geometry,
@@ -77,7 +77,9 @@ let initialised: Promise<void> | null = null;
 /** Cornerstone, its tools and the DICOM loader, once per page. */
 function initCornerstone(): Promise<void> {
   initialised ??= (async () => {
-    initCore();
+    // One WebGL context for all views ("tiled"): Cornerstone's default gives each view its own context, and so
+    // its own copy of the volume's texture, uploaded and updated per view (four times the work and memory).
+    initCore({ rendering: { renderingEngineMode: Enums.RenderingEngineModeEnum.Tiled } } as never);
     // Two workers decode frames; more gain nothing for uncompressed frames and cost start-up time.
     initLoader({ maxWebWorkers: Math.min(2, navigator.hardwareConcurrency || 1) });
     initTools();
@@ -99,8 +101,8 @@ interface SeriesInfo {
 }
 
 /** WADO-RS metadata of a series -> `wadors:` image ids in k order (registered with the loader) and our grid. */
-async function loadSeries(study: string, series: string): Promise<SeriesInfo> {
-  const instances = await getDicomJson(`/studies/${study}/series/${series}/metadata`);
+async function loadSeries(study: string, series: string, metadata: Promise<DicomJson[]>): Promise<SeriesInfo> {
+  const instances = await metadata;
   const images = instances.filter((instance) => instance["7FE00010"] !== undefined);
   if (images.some((instance) => number(instance, Tag.NumberOfFrames) > 1)) {
     throw new Error("multi-frame series are not supported by the viewer yet");
@@ -127,6 +129,11 @@ function vec3(value: ArrayLike<number>): Vec3 {
 }
 
 let volumesOpened = 0;
+
+/** A named point of a load in the page's performance timeline (`annovox:NAME`), read by bench/viewer.py. */
+function stage(name: string): void {
+  performance.mark(`annovox:${name}`);
+}
 
 /** What a viewer's open() rejects with once the viewer was destroyed (its page left) while it was loading. */
 export class ViewerClosedError extends Error {
@@ -173,10 +180,14 @@ export class Viewer {
     return result;
   }
 
-  /** Loads the series and resolves once every frame is loaded and every view has rendered it. */
-  async open(study: string, series: string): Promise<void> {
+  /**
+   * Loads the series and resolves once every frame is loaded and every view has rendered it; `metadata` is
+   * its WADO-RS metadata (`seriesMetadata`).
+   */
+  async open(study: string, series: string, metadata: Promise<DicomJson[]>): Promise<void> {
     await this.unlessDestroyed(initCornerstone());
-    const info = await this.unlessDestroyed(loadSeries(study, series));
+    const info = await this.unlessDestroyed(loadSeries(study, series, metadata));
+    stage("metadata-parsed");
     this.times.metadata = performance.now();
     this.modality = info.modality;
     this.geometry = info.geometry;
@@ -189,7 +200,9 @@ export class Viewer {
     const volume = await this.unlessDestroyed(creating);
     this.volume = volume;
     this.checkGeometry(volume);
+    stage("volume-allocated");
 
+    const sizes = this.elementSizes();
     const engine = new RenderingEngine(ENGINE_ID);
     this.engine = engine;
     engine.setViewports(
@@ -210,6 +223,7 @@ export class Viewer {
     }
 
     await this.unlessDestroyed(setVolumesForViewports(engine, [{ volumeId }], SLICE_VIEWS));
+    stage("volume-in-views");
     const initial = initialPreset(this.modality);
     this.setPreset(initial === "auto" ? "auto" : initial.id, false);
     for (const id of ALL_VIEWS) this.updateMarkers(id);
@@ -225,10 +239,31 @@ export class Viewer {
       ],
     });
     (volume as Types.IStreamingImageVolume).load();
-    engine.render();
-    this.resizeObserver = new ResizeObserver(() => this.engine?.resize(true, true));
-    for (const element of this.elements.values()) this.resizeObserver.observe(element);
+    this.resizeObserver = this.observeSizes(sizes);
     await this.unlessDestroyed(loaded);
+  }
+
+  private elementSizes(): Map<Element, string> {
+    const sizes = new Map<Element, string>();
+    for (const element of this.elements.values()) sizes.set(element, `${element.clientWidth}x${element.clientHeight}`);
+    return sizes;
+  }
+
+  /**
+   * Resizes the views when their elements differ from `sizes`, the sizes the views were made with. A
+   * ResizeObserver also reports each element once when it starts observing; unless a size changed meanwhile,
+   * that report is skipped: it would redraw every view (with software WebGL a few hundred ms) just while the
+   * first frames come in.
+   */
+  private observeSizes(sizes: Map<Element, string>): ResizeObserver {
+    const observer = new ResizeObserver(() => {
+      const now = this.elementSizes();
+      const changed = [...now].some(([element, size]) => sizes.get(element) !== size);
+      sizes = now;
+      if (changed) this.engine?.resize(true, true);
+    });
+    for (const element of this.elements.values()) observer.observe(element);
+    return observer;
   }
 
   /** Our grid from the metadata must be Cornerstone's: masks and prompts travel in our indices. */
@@ -260,6 +295,7 @@ export class Viewer {
         if (event.detail.volumeId !== volumeId) return;
         this.callbacks.progress(event.detail.framesProcessed, total);
         if (this.times.firstImage === null && cachedFrames[shownK()]) {
+          stage("shown-slice-loaded");
           this.times.firstImage = -1; // pending: stamped when the axial view has drawn it
           this.afterRender(["axial"]).then(() => (this.times.firstImage = performance.now()));
         } else if (!redraw && this.times.firstImage !== null) {
