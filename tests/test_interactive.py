@@ -4,6 +4,8 @@ processes). Results are checked against the engine run directly on the same volu
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import os
 import signal
@@ -34,6 +36,7 @@ from webapp.interactive.protocol import (
     parse_message,
     request_of,
 )
+from webapp.interactive.worker import DRAFT_DELAY_S
 from webapp.studies.volume.geometry import volume_from_datasets
 
 CT = DATA / "ct_totalseg" / "dicom_raw_uidfixed"
@@ -284,14 +287,30 @@ def test_a_closed_session_leaves_a_draft_that_the_next_session_starts_from(embed
         assert first == ["initial_mask"]
 
 
-def test_initial_mask_frames_replace_the_mask(embedded) -> None:
+def _working_mask(server: AnnovoxServer, segmentation: int, number: int) -> np.ndarray:
+    response = requests.get(
+        f"{server.url}/api/segmentations/{segmentation}/draft/", headers=server.headers(), timeout=60
+    )
+    assert response.status_code == 200, response.text[:500]
+    return (np.load(io.BytesIO(gzip.decompress(response.content))) == number).any(axis=0)
+
+
+def test_initial_masks_replace_the_mask_and_are_in_the_working_labelmap_at_once(embedded) -> None:
+    """A reload right after an edit reads the working labelmap before the worker's delayed draft write: the
+    read has the worker write it first, whether the page's connection is still open or already gone."""
     server, series_uid, segmentation, _ = embedded
     with InteractiveClient(server.websocket_url, server.token) as client:
         client.open(series_uid, segmentation, 2)
         mask = np.zeros(client.mask.shape, dtype=bool)
-        mask[8:12, 200:260, 100:180] = True
+        mask[3:7, 100:150, 300:420] = True
         client.result(client.initial_mask(mask))
         assert np.array_equal(client.mask, mask)
+        began = time.monotonic()
+        assert np.array_equal(_working_mask(server, segmentation, 2), mask)
+        assert time.monotonic() - began < DRAFT_DELAY_S  # read before the worker would have written it
+        mask[4, 120:130, 310:320] = False
+        client.result(client.initial_mask(mask))
+    assert np.array_equal(_working_mask(server, segmentation, 2), mask)
 
 
 def test_credentials_and_access(embedded) -> None:
@@ -513,3 +532,5 @@ def test_a_killed_worker_is_replaced_and_the_mask_is_kept(
             # Undo goes back exactly to the mask before the kill: the undo history came through too.
             client.result(client.undo())
             assert np.array_equal(client.mask, before)
+            # Read at once, the working labelmap has it: the worker process wrote the draft when asked.
+            assert np.array_equal(_working_mask(server, segmentation, 1), before)

@@ -11,6 +11,8 @@ messages, which every consumer sends to the worker its session is placed on:
   session (evicted, or placed here after another worker died) rebuilds it by replaying the record, which
   already holds this event, and answers with the whole mask instead.
 - ``interactive.close`` {session}: write the draft and let the session go.
+- ``interactive.flush`` {session, reply}: write the session's draft now (after the session's queued jobs) and
+  answer ``interactive.flushed``; a read of the working labelmap asks for it (``drafts.py``).
 
 Jobs run one at a time on one compute thread, first come first served; a job that has to wait is announced
 to its client with ``interactive.queued`` and its position. Idle sessions are evicted after
@@ -300,6 +302,8 @@ class Worker:
                 await self._enqueue(message, partial(self._event, message))
             elif kind == "interactive.close":
                 self._jobs.put(message["session"], (partial(self._close, message), time.monotonic()))
+            elif kind == "interactive.flush":
+                self._jobs.put(message["session"], (partial(self._flush, message), time.monotonic()))
             else:
                 logger.warning("worker %s ignores a message of type %r", self.name, kind)
 
@@ -500,6 +504,10 @@ class Worker:
 
     def _close(self, message: dict[str, Any]) -> None:
         self._let_go(message["session"])
+
+    def _flush(self, message: dict[str, Any]) -> dict[str, Any]:
+        self._write_draft(message["session"])
+        return {"type": "interactive.flushed", "reply": message["reply"], "session": message["session"]}
 
     def _evict(self, session_id: str) -> None:
         held = self.sessions.get(session_id)

@@ -22,6 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from webapp.interactive.drafts import bring_drafts_up_to_date
 from webapp.studies.models import Instance, Series
 
 from . import versions
@@ -292,6 +293,7 @@ class SegmentationDraft(APIView):
 
     def get(self, request: Request, pk: int) -> HttpResponse:
         segmentation = get_object_or_404(Segmentation.objects.select_related("series"), pk=pk)
+        bring_drafts_up_to_date(segmentation.pk)  # a reload right after an edit must find it
         try:
             labelmap, base, drafted = versions.working_labelmap(segmentation)
         except versions.VersionError as exc:
