@@ -105,7 +105,7 @@ function paint(
     1,
     number,
     mode,
-    { locked: doc.locked },
+    { locked: doc.locked, segmentBounds: doc.segmentBounds(number) },
   );
   if (!edit) throw new Error("the stroke changed nothing");
   return doc.record("manual", layer, edit);
@@ -437,6 +437,25 @@ describe("AnnotationDocument masks", () => {
     doc.labelmap.set(0, 3, 5, 7, 2);
     expect(doc.maskOf(3)).toEqual({ region: { start: [3, 5, 7], stop: [4, 6, 8] }, mask: Uint8Array.of(1) });
     expect(doc.maskOf(1)).toEqual({ region: { start: [0, 0, 0], stop: [1, 1, 1] }, mask: Uint8Array.of(0) });
+  });
+
+  it("maskOf stays exact through strokes, undo and redo, while it only looks near the segment", () => {
+    const doc = newDocument();
+    doc.labelmap.set(0, 0, 0, 0, 1);
+    expect(doc.maskOf(1).region).toEqual({ start: [0, 0, 0], stop: [1, 1, 1] });
+    const stroke = paint(doc, 1, 3, [[4, 6], [5, 7]]);
+    const painted = doc.maskOf(1).region;
+    expect(painted.start).toEqual([0, 0, 0]);
+    expect(painted.stop[0]).toBe(4);
+    doc.undo();
+    expect(doc.maskOf(1).region).toEqual({ start: [0, 0, 0], stop: [1, 1, 1] });
+    doc.redo();
+    expect(doc.maskOf(1).region).toEqual(painted);
+    // Erasing the first voxel: the box shrinks to the stroke.
+    paint(doc, 1, 0, [[0, 0]], "erase");
+    expect(doc.maskOf(1).region).toEqual(stroke.edit.region);
+    const { region, mask } = doc.maskOf(1);
+    expect(doc.sameMask(1, { request: 1, ...region, mask, replace: true })).toBe(true);
   });
 
   it("sameMask tells whether a REPLACE frame holds exactly the segment's voxels", () => {

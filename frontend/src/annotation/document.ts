@@ -5,7 +5,7 @@
 import { type LabelEdit, LockedSegmentError, applyFrame, redoEdit, undoEdit } from "../interactive/apply";
 import type { MaskFrame } from "../interactive/frame";
 import { Labelmap } from "../labelmap/labelmap";
-import { type Region, copyRegion, regionSize } from "../labelmap/region";
+import { type Region, copyRegion, regionSize, unionRegion } from "../labelmap/region";
 import type { Segment } from "../segmentations/client";
 
 export interface SegmentState extends Segment {
@@ -30,6 +30,9 @@ export interface DocumentEvents {
   history(): void;
 }
 
+/** The bounds of a segment without voxels. */
+const NOWHERE: Region = { start: [0, 0, 0], stop: [0, 0, 0] };
+
 /** Undo keeps at most this many bytes of before/after copies (oldest steps go first). */
 const HISTORY_BYTES = 512 * 1024 * 1024;
 
@@ -40,7 +43,7 @@ export class AnnotationDocument {
   unsaved = false;
   private undoStack: HistoryEntry[] = [];
   private redoStack: HistoryEntry[] = [];
-  /** Per segment: a region known to hold all its voxels (speeds up REPLACE frames). */
+  /** Per segment: a region known to hold all its voxels (see segmentBounds). */
   private bounds = new Map<number, Region>();
   private listeners: Partial<DocumentEvents>[] = [];
 
@@ -107,12 +110,26 @@ export class AnnotationDocument {
     return Math.max(0, this.labelmap.layerOf(segment));
   }
 
+  /**
+   * A region known to hold every voxel of the segment: found by one scan of the volume the first time, then
+   * kept up by every edit, undo and redo, so that REPLACE frames, manual edits and the masks sent to the server
+   * look at the segment's surroundings only, not at the whole volume.
+   */
+  segmentBounds(segment: number): Region {
+    let bounds = this.bounds.get(segment);
+    if (!bounds) {
+      bounds = this.labelmap.boundingBox(segment) ?? NOWHERE;
+      this.bounds.set(segment, bounds);
+    }
+    return bounds;
+  }
+
   /** Writes an AI result into ``segment``; null when nothing changed. Throws LockedSegmentError. */
   applyAiFrame(frame: MaskFrame, segment: number): HistoryEntry | null {
     const layer = this.layerOf(segment);
     const edit = applyFrame(this.labelmap.layer(layer), this.labelmap.shape, frame, segment, {
       locked: this.locked,
-      segmentBounds: this.bounds.get(segment),
+      segmentBounds: this.segmentBounds(segment),
     });
     return edit ? this.record("ai", layer, edit) : null;
   }
@@ -149,7 +166,8 @@ export class AnnotationDocument {
     if (!entry) return null;
     undoEdit(this.labelmap.layer(entry.layer), this.labelmap.shape, entry.edit);
     this.redoStack.push(entry);
-    this.afterStep(entry);
+    // Before the edit, its segment's voxels lay in its bounds after the edit or in the region it changed.
+    this.afterStep(entry, unionRegion(entry.edit.segmentBounds, entry.edit.region) ?? NOWHERE);
     return entry;
   }
 
@@ -158,13 +176,14 @@ export class AnnotationDocument {
     if (!entry) return null;
     redoEdit(this.labelmap.layer(entry.layer), this.labelmap.shape, entry.edit);
     this.undoStack.push(entry);
-    this.afterStep(entry);
+    this.afterStep(entry, entry.edit.segmentBounds);
     return entry;
   }
 
-  private afterStep(entry: HistoryEntry): void {
-    // After an undo or redo the segment's voxels lie in the edit's bounds or in the region it restored.
-    this.bounds.delete(entry.edit.segment);
+  /** After an undo or redo, whose segment now lies in ``bounds``; every edit only flips voxels between the
+   * background and its own segment, so the other segments' bounds hold. */
+  private afterStep(entry: HistoryEntry, bounds: Region): void {
+    this.bounds.set(entry.edit.segment, bounds);
     this.unsaved = true;
     this.emit("voxels", entry.layer, entry.edit.region);
     this.emit("history");
@@ -192,7 +211,9 @@ export class AnnotationDocument {
    * segment gives one empty voxel (a REPLACE region: everything else is 0).
    */
   maskOf(segment: number): { region: Region; mask: Uint8Array } {
-    const region = this.labelmap.boundingBox(segment) ?? { start: [0, 0, 0], stop: [1, 1, 1] };
+    const found = this.labelmap.boundingBox(segment, this.segmentBounds(segment));
+    this.bounds.set(segment, found ?? NOWHERE);
+    const region = found ?? { start: [0, 0, 0], stop: [1, 1, 1] };
     const layer = this.labelmap.layerOf(segment);
     const mask = new Uint8Array(regionSize(region));
     if (layer >= 0) {
@@ -217,7 +238,7 @@ export class AnnotationDocument {
     let count = 0;
     for (let v = 0; v < frame.mask.length; v++) count += frame.mask[v];
     if (layer < 0) return count === 0;
-    if (count !== this.labelmap.voxelCount(segment)) return false;
+    if (count !== this.labelmap.voxelCount(segment, this.segmentBounds(segment))) return false;
     const values = copyRegion(this.labelmap.layer(layer), this.labelmap.shape, frame);
     for (let v = 0; v < values.length; v++) if ((values[v] === segment ? 1 : 0) !== frame.mask[v]) return false;
     return true;

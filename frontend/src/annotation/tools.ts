@@ -198,7 +198,7 @@ export class EditingTools {
     const layer = doc.labelmap.layer(layerNumber);
     const shape = doc.labelmap.shape;
     const spacing = this.spacing();
-    const options = { locked: doc.locked };
+    const options = { locked: doc.locked, segmentBounds: doc.segmentBounds(segment) };
     let edit;
     if (tool === "scissors") {
       if (drawing.voxels.length < 3) throw new Error("Outline the region to cut or fill.");

@@ -10,8 +10,10 @@ import {
   boundingBox,
   checkRegion,
   copyRegion,
+  countInRegion,
   pasteRegion,
   volumeSize,
+  wholeVolume,
 } from "./region";
 
 export class Labelmap {
@@ -113,10 +115,9 @@ export class Labelmap {
     return this.layers.findIndex((layer) => layer.includes(segment));
   }
 
-  voxelCount(segment: number): number {
-    let count = 0;
-    for (const layer of this.layers) for (let v = 0; v < layer.length; v++) if (layer[v] === segment) count++;
-    return count;
+  /** The segment's voxels in ``within`` (default: the whole volume). */
+  voxelCount(segment: number, within: Region = wholeVolume(this.shape)): number {
+    return this.layers.reduce((count, layer) => count + countInRegion(layer, this.shape, segment, within), 0);
   }
 
   /** The segment's voxels as 0/1, one byte per voxel of the volume. */
@@ -150,10 +151,10 @@ export class Labelmap {
     }
   }
 
-  /** The smallest region holding the segment's voxels, or null when it has none. */
-  boundingBox(segment: number): Region | null {
+  /** The smallest region holding the segment's voxels, or null when it has none; only ``within`` is searched. */
+  boundingBox(segment: number, within?: Region): Region | null {
     const layer = this.layerOf(segment);
-    return layer < 0 ? null : boundingBox(this.layers[layer], this.shape, segment);
+    return layer < 0 ? null : boundingBox(this.layers[layer], this.shape, segment, within);
   }
 
   /** A copy of a region of a layer (C order): for undo. */

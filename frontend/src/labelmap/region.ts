@@ -85,25 +85,43 @@ export function pasteRegion(volume: LabelArray, shape: Index3, region: Region, v
   forEachRow(shape, region, (to, from, length) => volume.set(values.subarray(from, from + length), to));
 }
 
-/** The smallest region holding every voxel equal to ``value``, or null when there is none. */
-export function boundingBox(volume: LabelArray, shape: Index3, value: number): Region | null {
-  const [nk, nj, ni] = shape;
-  let k0 = nk, j0 = nj, i0 = ni, k1 = -1, j1 = -1, i1 = -1;
-  let index = 0;
-  for (let k = 0; k < nk; k++) {
-    for (let j = 0; j < nj; j++) {
-      for (let i = 0; i < ni; i++, index++) {
-        if (volume[index] !== value) continue;
-        if (k < k0) k0 = k;
-        if (k > k1) k1 = k;
-        if (j < j0) j0 = j;
-        if (j > j1) j1 = j;
-        if (i < i0) i0 = i;
-        if (i > i1) i1 = i;
-      }
-    }
-  }
+/**
+ * The smallest region holding every voxel equal to ``value``, or null when there is none; only ``within`` is
+ * searched (a region known to hold them all spares a scan of the whole volume).
+ */
+export function boundingBox(
+  volume: LabelArray,
+  shape: Index3,
+  value: number,
+  within: Region = wholeVolume(shape),
+): Region | null {
+  let k0 = Infinity, j0 = Infinity, i0 = Infinity, k1 = -1, j1 = -1, i1 = -1;
+  // indexOf and lastIndexOf are native: rows without the value cost next to nothing.
+  forEachRow(shape, within, (from, _, length) => {
+    const row = volume.subarray(from, from + length);
+    const first = row.indexOf(value);
+    if (first < 0) return;
+    const j = Math.floor(from / shape[2]) % shape[1];
+    const k = Math.floor(from / (shape[1] * shape[2]));
+    if (k < k0) k0 = k;
+    k1 = k; // rows come in k order
+    if (j < j0) j0 = j;
+    if (j > j1) j1 = j;
+    if (within.start[2] + first < i0) i0 = within.start[2] + first;
+    const last = within.start[2] + row.lastIndexOf(value);
+    if (last > i1) i1 = last;
+  });
   return k1 < 0 ? null : { start: [k0, j0, i0], stop: [k1 + 1, j1 + 1, i1 + 1] };
+}
+
+/** How many voxels of ``region`` equal ``value``. */
+export function countInRegion(volume: LabelArray, shape: Index3, value: number, region: Region): number {
+  let count = 0;
+  forEachRow(shape, region, (from, _, length) => {
+    const row = volume.subarray(from, from + length);
+    for (let hit = row.indexOf(value); hit >= 0; hit = row.indexOf(value, hit + 1)) count++;
+  });
+  return count;
 }
 
 /** The smallest region holding both (either may be null). */
