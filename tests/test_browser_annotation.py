@@ -183,6 +183,20 @@ def labelmap_digest(page: Any) -> str:
     return str(page.evaluate(f"{ANNOTATION}.labelmapDigest()"))
 
 
+def wait_for_surfaces(page: Any, segments: set[int]) -> dict[int, dict[str, Any]]:
+    """The 3D view's surfaces once each of ``segments`` has one. Called after the segments' last change: the
+    surfaces of all changed segments are built together, a moment after the latest change, so once the
+    segment changed last has one, every surface is current."""
+    page.wait_for_function(
+        f"""() => {{
+             const built = new Set({ANNOTATION}.surfaces().map((s) => s.segment));
+             return {sorted(segments)}.every((n) => built.has(n));
+           }}""",
+        timeout=PROMPT_TIMEOUT_MS,
+    )
+    return {s["segment"]: s for s in page.evaluate(f"{ANNOTATION}.surfaces()")}
+
+
 K = 10  # the slice the 2D prompts are drawn on
 
 
@@ -259,6 +273,31 @@ def test_ai_prompts_put_each_organ_into_its_own_segment(page: Any) -> None:
     for number, mask in [(segment_liver, liver_mask), (segment_spleen, spleen_mask)]:
         assert np.array_equal(mask_of(page, number, shape), mask)
     screenshot(page, "annotation-four-organs")
+
+    # The 3D view shows each segment as a surface where its voxels are (within half a voxel); V hides them.
+    masks = {
+        segment_liver: liver_mask,
+        segment_spleen: spleen_mask,
+        segment_stomach: stomach_mask,
+        segment_aorta: aorta_mask,
+    }
+    surfaces = wait_for_surfaces(page, set(masks))
+    for number, mask in masks.items():
+        surface = surfaces[number]
+        found = np.argwhere(mask)
+        assert surface["visible"] and surface["points"] > 0
+        assert np.allclose(surface["start"], found.min(axis=0) - 0.5, atol=0.05), (surface, found.min(axis=0))
+        assert np.allclose(surface["stop"], found.max(axis=0) + 0.5, atol=0.05), (surface, found.max(axis=0))
+    page.keyboard.press("v")
+    assert not any(s["visible"] for s in page.evaluate(f"{ANNOTATION}.surfaces()"))
+    page.keyboard.press("v")
+    # With surfaces there, the image volume leaves the 3D view (it would hide them) until the button says.
+    assert page.get_attribute("#volume-in-3d", "aria-pressed") == "false"
+    screenshot(page, "annotation-3d-surfaces")
+    page.click("#volume-in-3d")
+    assert page.get_attribute("#volume-in-3d", "aria-pressed") == "true"
+    page.click("#volume-in-3d")
+    assert page.get_attribute("#volume-in-3d", "aria-pressed") == "false"
 
     # Undo takes the lasso back, redo brings it again; R empties the active segment (undoable too).
     page.keyboard.press("Control+z")

@@ -73,7 +73,7 @@ export class AnnotationController {
   ) {
     this.doc = new AnnotationDocument(new Labelmap(viewer.volumeShape() as Index3));
     this.display = new LabelmapDisplay(viewer, `annovox-${series}`);
-    this.doc.on({ voxels: (layer, region) => this.display.changed(layer, region) });
+    this.doc.on({ voxels: (layer, region, segment) => this.display.changed(layer, region, segment) });
     this.connection.on("status", (info) => {
       this.statusHistory.push(info.status);
       const text =

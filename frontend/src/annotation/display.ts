@@ -1,6 +1,7 @@
-// Draws a Labelmap over the slice views with Cornerstone's labelmap representation. Each layer becomes one
-// Cornerstone segmentation whose volume *shares the layer's memory* (createLocalVolume with the layer as its
-// scalar data; slice k is a subarray of it), so an edit costs no copy: we only say which slices changed.
+// Draws a Labelmap over the slice views with Cornerstone's labelmap representation, and as surfaces in the 3D
+// view (surfaces.ts). Each layer becomes one Cornerstone segmentation whose volume *shares the layer's memory*
+// (createLocalVolume with the layer as its scalar data; slice k is a subarray of it), so an edit costs no
+// copy: we only say which slices changed.
 
 import { cache, volumeLoader, type Types } from "@cornerstonejs/core";
 import { Enums as ToolEnums, segmentation } from "@cornerstonejs/tools";
@@ -8,6 +9,7 @@ import { Enums as ToolEnums, segmentation } from "@cornerstonejs/tools";
 import type { Labelmap } from "../labelmap/labelmap";
 import type { Region } from "../labelmap/region";
 import { SLICE_VIEWS, type Viewer } from "../viewer/viewer";
+import { SegmentSurfaces } from "./surfaces";
 
 const LABELMAP = ToolEnums.SegmentationRepresentations.Labelmap;
 
@@ -24,11 +26,14 @@ export class LabelmapDisplay {
   private hidden = new Set<number>();
   private allHidden = false;
   private readonly views = SLICE_VIEWS;
+  readonly surfaces: SegmentSurfaces;
 
   constructor(
     private readonly viewer: Viewer,
     private readonly prefix: string,
-  ) {}
+  ) {
+    this.surfaces = new SegmentSurfaces(viewer, prefix);
+  }
 
   /** Shows ``labelmap`` (replacing what was shown); call again when layers were added. */
   show(labelmap: Labelmap): void {
@@ -55,11 +60,13 @@ export class LabelmapDisplay {
     });
     for (const [segment, colour] of this.colours) this.applyColour(segment, colour);
     this.applyVisibility();
+    this.surfaces.show(labelmap);
   }
 
   setColour(segment: number, colour: string): void {
     this.colours.set(segment, colour);
     this.applyColour(segment, colour);
+    this.surfaces.setColour(segment, colour);
   }
 
   private applyColour(segment: number, colour: string): void {
@@ -72,12 +79,14 @@ export class LabelmapDisplay {
     if (visible) this.hidden.delete(segment);
     else this.hidden.add(segment);
     this.applyVisibility();
+    this.surfaces.setSegmentVisible(segment, visible);
   }
 
   /** V: every segment at once, on top of the per-segment choice. */
   setAllVisible(visible: boolean): void {
     this.allHidden = !visible;
     this.applyVisibility();
+    this.surfaces.setAllVisible(visible);
   }
 
   get allVisible(): boolean {
@@ -104,8 +113,10 @@ export class LabelmapDisplay {
     }
   }
 
-  /** The voxels of ``region`` on ``layer`` changed: redraw the slices (k) they lie on. */
-  changed(layer: number, region: Region): void {
+  /** The voxels of ``segment`` in ``region`` on ``layer`` changed: redraw the slices (k) they lie on, and (a
+   * moment later) its surface. */
+  changed(layer: number, region: Region, segment: number): void {
+    this.surfaces.changed(segment);
     const id = this.segmentationIds[layer];
     if (!id) return;
     const slices: number[] = [];
@@ -114,6 +125,7 @@ export class LabelmapDisplay {
   }
 
   remove(): void {
+    this.surfaces.remove();
     for (const id of this.segmentationIds) {
       segmentation.removeSegmentation(id);
       const volume = cache.getVolume(`${id}-volume`);

@@ -75,12 +75,12 @@ function where(inside: (k: number, j: number, i: number) => boolean): Set<string
   return found;
 }
 
-type Event = ["voxels", number, Region] | ["segments"] | ["history"];
+type Event = ["voxels", number, Region, number] | ["segments"] | ["history"];
 
 function listen(doc: AnnotationDocument): Event[] {
   const events: Event[] = [];
   doc.on({
-    voxels: (layer, region) => events.push(["voxels", layer, region]),
+    voxels: (layer, region, segment) => events.push(["voxels", layer, region, segment]),
     segments: () => events.push(["segments"]),
     history: () => events.push(["history"]),
   });
@@ -265,7 +265,7 @@ describe("AnnotationDocument.applyAiFrame", () => {
     expect(entry?.layer).toBe(1);
     expect(doc.labelmap.get(1, 1, 1, 2)).toBe(3);
     expect(doc.labelmap.get(0, 1, 1, 2)).toBe(0);
-    expect(events).toEqual([["voxels", 1, { start: [1, 1, 2], stop: [2, 2, 3] }], ["history"]]);
+    expect(events).toEqual([["voxels", 1, { start: [1, 1, 2], stop: [2, 2, 3] }, 3], ["history"]]);
   });
 });
 
@@ -372,7 +372,7 @@ describe("AnnotationDocument history", () => {
     expect(flags()).toEqual([true, false, true]);
   });
 
-  it("fires voxels with the edit's layer and region, then history, on record, undo and redo", () => {
+  it("fires voxels with the edit's layer, region and segment, then history, on record, undo and redo", () => {
     const doc = newDocument(2);
     doc.labelmap.set(1, 0, 0, 0, 3); // segment 3 lies on layer 1
     const events = listen(doc);
@@ -388,15 +388,15 @@ describe("AnnotationDocument history", () => {
     doc.redo();
 
     expect(events).toEqual([
-      ["voxels", 0, ai.edit.region],
+      ["voxels", 0, ai.edit.region, 1],
       ["history"],
-      ["voxels", 1, manual.edit.region],
+      ["voxels", 1, manual.edit.region, 3],
       ["history"],
-      ["voxels", 1, manual.edit.region],
+      ["voxels", 1, manual.edit.region, 3],
       ["history"],
-      ["voxels", 0, ai.edit.region],
+      ["voxels", 0, ai.edit.region, 1],
       ["history"],
-      ["voxels", 0, ai.edit.region],
+      ["voxels", 0, ai.edit.region, 1],
       ["history"],
     ]);
     expect(doc.labelmap.get(1, 2, 4, 6)).toBe(0);

@@ -22,8 +22,8 @@ export interface HistoryEntry {
 }
 
 export interface DocumentEvents {
-  /** Voxels of ``region`` on ``layer`` changed. */
-  voxels(layer: number, region: Region): void;
+  /** Voxels of ``segment`` in ``region`` on ``layer`` changed. */
+  voxels(layer: number, region: Region, segment: number): void;
   /** Segments, their state or the active segment changed. */
   segments(): void;
   /** The undo/redo stacks or the unsaved flag changed. */
@@ -142,7 +142,7 @@ export class AnnotationDocument {
     this.redoStack = [];
     this.trimHistory();
     this.unsaved = true;
-    this.emit("voxels", layer, edit.region);
+    this.emit("voxels", layer, edit.region, edit.segment);
     this.emit("history");
     return entry;
   }
@@ -185,7 +185,7 @@ export class AnnotationDocument {
   private afterStep(entry: HistoryEntry, bounds: Region): void {
     this.bounds.set(entry.edit.segment, bounds);
     this.unsaved = true;
-    this.emit("voxels", entry.layer, entry.edit.region);
+    this.emit("voxels", entry.layer, entry.edit.region, entry.edit.segment);
     this.emit("history");
   }
 

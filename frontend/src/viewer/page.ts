@@ -2,6 +2,7 @@
 // keys, and the test hook `window.annovoxViewer` (documented in docs/viewer.md).
 
 import { AnnotationController } from "../annotation/controller";
+import type { SurfaceInfo } from "../annotation/surfaces";
 import { AnnotationPanel } from "../annotation/panel";
 import { EditingTools, TOOLS } from "../annotation/tools";
 import { packBits } from "../interactive/frame";
@@ -57,6 +58,8 @@ export interface AnnotationHook {
   connectionHistory(): string[];
   /** False while V hides every mask. */
   masksVisible(): boolean;
+  /** The segments drawn as surfaces in the 3D view (SegmentSurfaces.surfaces). */
+  surfaces(): SurfaceInfo[];
 }
 
 declare global {
@@ -104,6 +107,13 @@ export function openViewer(
   const cells = {} as Record<ViewportId, HTMLDivElement>;
   const markerNodes = {} as Record<ViewportId, Record<keyof Markers, HTMLElement>>;
   const grid = el("div", undefined, "viewer-grid");
+  // The image volume in the 3D view, on or off (it hides segment surfaces inside it).
+  const volumeToggle = el("button", "Volume", "button small viewport-toggle") as HTMLButtonElement;
+  volumeToggle.type = "button";
+  volumeToggle.id = "volume-in-3d";
+  volumeToggle.title = "Show or hide the image volume in the 3D view";
+  volumeToggle.setAttribute("aria-pressed", "true");
+  volumeToggle.addEventListener("click", () => viewer.toggleVolumeIn3d());
   for (const id of ALL_VIEWS) {
     const cell = el("div", undefined, "viewport-cell");
     cell.dataset.viewport = id;
@@ -117,6 +127,7 @@ export function openViewer(
       right: el("span", "", "marker marker-right"),
     };
     cell.append(element, el("span", TITLES[id], "viewport-title"), ...Object.values(markers));
+    if (id === "3d") cell.append(volumeToggle);
     grid.append(cell);
     cells[id] = element;
     markerNodes[id] = markers;
@@ -192,6 +203,9 @@ export function openViewer(
     progress(loaded, total) {
       progress.value = total ? loaded / total : 0;
       progressLabel.textContent = loaded < total ? `Loading ${loaded} / ${total} slices` : `${total} slices`;
+    },
+    volumeIn3d(visible) {
+      volumeToggle.setAttribute("aria-pressed", String(visible));
     },
     markers(id, markers) {
       for (const side of ["top", "bottom", "left", "right"] as const) {
@@ -376,6 +390,7 @@ export function openViewer(
       connectionStatus: () => state().controller.connection.status,
       connectionHistory: () => [...state().controller.statusHistory],
       masksVisible: () => state().controller.display.allVisible,
+      surfaces: () => state().controller.display.surfaces.surfaces(),
     };
   }
 

@@ -70,6 +70,8 @@ export interface ViewerCallbacks {
   opened(title: string): void;
   progress(loaded: number, total: number): void;
   markers(viewportId: ViewportId, markers: Markers): void;
+  /** The image volume was shown or hidden in the 3D view. */
+  volumeIn3d?(visible: boolean): void;
 }
 
 let initialised: Promise<void> | null = null;
@@ -154,6 +156,9 @@ export class Viewer {
   volumeId = "";
   private elements = new Map<ViewportId, HTMLDivElement>();
   private preset: string = "auto";
+  private volumeIn3d: "auto" | "on" | "off" = "auto";
+  /** The actors setSurfaces put into the 3D view. */
+  private readonly surfaceUids = new Set<string>();
   private autoRange: VoiRange | null = null;
   private listeners: [EventTarget, string, EventListener][] = [];
   private resizeObserver: ResizeObserver | null = null;
@@ -447,6 +452,46 @@ export class Viewer {
     const values = this.volume?.voxelManager?.getCompleteScalarDataArray?.();
     if (!values) throw new Error("the volume is not loaded");
     return values;
+  }
+
+  /** Puts each actor into the 3D view under its uid (replacing the one there; null takes it out), then redraws
+   * the 3D view. */
+  setSurfaces(changes: Map<string, Types.Actor | null>): void {
+    const viewport = this.engine?.getViewport("3d");
+    if (!viewport) return;
+    for (const [uid, actor] of changes) {
+      if (this.surfaceUids.delete(uid)) viewport.removeActors([uid]);
+      if (actor) {
+        viewport.addActor({ uid, actor });
+        this.surfaceUids.add(uid);
+      }
+    }
+    this.applyVolumeIn3d();
+    viewport.render();
+  }
+
+  /** The 3D view's button: the image volume on or off there, whatever the surfaces. */
+  toggleVolumeIn3d(): void {
+    this.volumeIn3d = this.volumeShownIn3d() ? "off" : "on";
+    this.applyVolumeIn3d();
+    this.engine?.getViewport("3d")?.render();
+  }
+
+  /**
+   * Whether the 3D view shows the image volume: until the annotator chooses, only while no segment surface is
+   * there (ray-cast tissue would hide the surfaces inside it).
+   */
+  volumeShownIn3d(): boolean {
+    return this.volumeIn3d === "on" || (this.volumeIn3d === "auto" && this.surfaceUids.size === 0);
+  }
+
+  private applyVolumeIn3d(): void {
+    const visible = this.volumeShownIn3d();
+    for (const entry of this.engine?.getViewport("3d")?.getActors() ?? []) {
+      if (this.surfaceUids.has(entry.uid)) continue;
+      (entry.actor as unknown as { setVisibility(visible: boolean): void }).setVisibility(visible);
+    }
+    this.callbacks.volumeIn3d?.(visible);
   }
 
   volumeMetadata(): unknown {
