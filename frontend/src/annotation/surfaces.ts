@@ -1,19 +1,18 @@
-// The segments as surfaces in the 3D view: marching cubes (vtk.js) over each segment's bounding box, in the
-// segment's colour. A surface is built a moment after its segment's last change (SURFACE_DELAY_MS), so that a
-// run of prompts or brush strokes builds it once, and the 3D view (expensive to draw) is redrawn once.
+// The segments as surfaces in the 3D view, in the segments' colours. A surface is built a moment after its
+// segment's last change (SURFACE_DELAY_MS), so that a run of prompts or brush strokes builds it once and the 3D
+// view (expensive to draw) is redrawn once; marching cubes run in a worker (surface-worker.ts).
 
 import type { Types } from "@cornerstonejs/core";
 import vtkDataArray from "@kitware/vtk.js/Common/Core/DataArray";
-import vtkImageData from "@kitware/vtk.js/Common/DataModel/ImageData";
 import vtkPolyData from "@kitware/vtk.js/Common/DataModel/PolyData";
-import vtkImageMarchingCubes from "@kitware/vtk.js/Filters/General/ImageMarchingCubes";
 import vtkActor from "@kitware/vtk.js/Rendering/Core/Actor";
 import vtkMapper from "@kitware/vtk.js/Rendering/Core/Mapper";
 
 import type { Labelmap } from "../labelmap/labelmap";
-import type { Index3 } from "../labelmap/region";
-import { type Geometry, voxelToWorld, worldToContinuousVoxel } from "../viewer/geometry";
+import { worldToContinuousVoxel } from "../viewer/geometry";
 import type { Viewer } from "../viewer/viewer";
+import { type CroppedMask, type SurfaceMesh, cropMask } from "./surface-mesh";
+import type { SurfaceReply, SurfaceRequest } from "./surface-worker";
 
 export const SURFACE_DELAY_MS = 1000;
 
@@ -26,61 +25,6 @@ export interface SurfaceInfo {
   builds: number;
 }
 
-/** A surface in world (LPS) coordinates: vertices, their normals, and triangles as vtk cells. */
-export interface SurfaceMesh {
-  points: Float32Array;
-  normals: Float32Array | null;
-  polys: Uint32Array;
-}
-
-/**
- * The surface of ``segment`` (null when it has no voxels): marching cubes on its 0/1 mask over its bounding
- * box with one voxel of background around it, so that it closes at the volume's edges too, then carried from
- * voxel indices to LPS.
- */
-export function segmentSurface(labelmap: Labelmap, segment: number, geometry: Geometry): SurfaceMesh | null {
-  const layerNumber = labelmap.layerOf(segment);
-  const box = layerNumber < 0 ? null : labelmap.boundingBox(segment);
-  if (!box) return null;
-  const layer = labelmap.layer(layerNumber);
-  const [, nj, ni] = labelmap.shape;
-  const start: Index3 = [box.start[0] - 1, box.start[1] - 1, box.start[2] - 1];
-  const [dk, dj, di] = [0, 1, 2].map((axis) => box.stop[axis] - box.start[axis] + 2);
-  const mask = new Uint8Array(dk * dj * di);
-  for (let k = box.start[0]; k < box.stop[0]; k++) {
-    for (let j = box.start[1]; j < box.stop[1]; j++) {
-      const from = (k * nj + j) * ni;
-      const to = ((k - start[0]) * dj + (j - start[1])) * di - start[2];
-      for (let i = box.start[2]; i < box.stop[2]; i++) if (layer[from + i] === segment) mask[to + i] = 1;
-    }
-  }
-  const image = vtkImageData.newInstance();
-  image.setDimensions(di, dj, dk);
-  image.getPointData().setScalars(vtkDataArray.newInstance({ numberOfComponents: 1, values: mask }));
-  const cubes = vtkImageMarchingCubes.newInstance({ contourValue: 0.5, computeNormals: true, mergePoints: true });
-  cubes.setInputData(image);
-  const output = cubes.getOutputData();
-  const points = Float32Array.from(output.getPoints().getData());
-  for (let p = 0; p < points.length; p += 3) {
-    const world = voxelToWorld(geometry, [start[0] + points[p + 2], start[1] + points[p + 1], start[2] + points[p]]);
-    points.set(world, p);
-  }
-  // Normals are gradients in voxel steps: to LPS through the direction, each step scaled by 1 / spacing.
-  const found = output.getPointData().getNormals()?.getData();
-  const normals = found ? Float32Array.from(found) : null;
-  if (normals) {
-    const [si, sj, sk] = geometry.spacing;
-    const d = geometry.direction;
-    for (let p = 0; p < normals.length; p += 3) {
-      const [x, y, z] = [normals[p] / si, normals[p + 1] / sj, normals[p + 2] / sk];
-      const n = [0, 1, 2].map((c) => x * d[c] + y * d[3 + c] + z * d[6 + c]);
-      const length = Math.hypot(n[0], n[1], n[2]) || 1;
-      normals.set([n[0] / length, n[1] / length, n[2] / length], p);
-    }
-  }
-  return { points, normals, polys: Uint32Array.from(output.getPolys().getData()) };
-}
-
 function colour(hex: string): [number, number, number] {
   const value = Number.parseInt(hex.replace("#", ""), 16);
   return [((value >> 16) & 255) / 255, ((value >> 8) & 255) / 255, (value & 255) / 255];
@@ -91,6 +35,10 @@ export class SegmentSurfaces {
   private readonly actors = new Map<number, vtkActor>();
   private readonly pending = new Set<number>();
   private timer = 0;
+  private surfaceWorker: Worker | null = null;
+  private batch = 0;
+  /** Per batch sent to the worker: the changes to make with its meshes (surfaces of emptied segments go). */
+  private readonly waiting = new Map<number, Map<string, Types.Actor | null>>();
   private readonly colours = new Map<number, string>();
   private readonly hidden = new Set<number>();
   private allHidden = false;
@@ -130,15 +78,46 @@ export class SegmentSurfaces {
     const geometry = this.viewer.geometry;
     if (!labelmap || !geometry) return;
     const changes = new Map<string, Types.Actor | null>();
+    const masks: { segment: number; cropped: CroppedMask }[] = [];
     for (const segment of this.pending) {
-      const mesh = segmentSurface(labelmap, segment, geometry);
-      const actor = mesh ? this.actorOf(mesh, segment) : null;
-      if (actor) this.actors.set(segment, actor);
-      else this.actors.delete(segment);
-      changes.set(this.uid(segment), actor as unknown as Types.Actor | null);
-      this.builds.set(segment, (this.builds.get(segment) ?? 0) + 1);
+      const cropped = cropMask(labelmap, segment);
+      if (cropped) {
+        masks.push({ segment, cropped });
+      } else {
+        this.actors.delete(segment);
+        changes.set(this.uid(segment), null);
+      }
     }
     this.pending.clear();
+    if (!masks.length) {
+      this.viewer.setSurfaces(changes);
+      return;
+    }
+    const batch = ++this.batch;
+    this.waiting.set(batch, changes);
+    const request: SurfaceRequest = { batch, geometry, masks };
+    this.worker().postMessage(request, masks.map(({ cropped }) => cropped.mask.buffer));
+  }
+
+  private worker(): Worker {
+    if (!this.surfaceWorker) {
+      this.surfaceWorker = new Worker(new URL("./surface-worker.ts", import.meta.url), { type: "module" });
+      this.surfaceWorker.onmessage = (event: MessageEvent<SurfaceReply>) => this.built(event.data);
+      this.surfaceWorker.onerror = (event) => console.error("the surface worker failed", event.message);
+    }
+    return this.surfaceWorker;
+  }
+
+  private built({ batch, meshes }: SurfaceReply): void {
+    const changes = this.waiting.get(batch);
+    this.waiting.delete(batch);
+    if (!changes) return; // removed meanwhile
+    for (const { segment, mesh } of meshes) {
+      const actor = this.actorOf(mesh, segment);
+      this.actors.set(segment, actor);
+      changes.set(this.uid(segment), actor as unknown as Types.Actor);
+      this.builds.set(segment, (this.builds.get(segment) ?? 0) + 1);
+    }
     this.viewer.setSurfaces(changes);
   }
 
@@ -146,9 +125,7 @@ export class SegmentSurfaces {
     const polyData = vtkPolyData.newInstance();
     polyData.getPoints().setData(mesh.points, 3);
     polyData.getPolys().setData(mesh.polys);
-    if (mesh.normals) {
-      polyData.getPointData().setNormals(vtkDataArray.newInstance({ numberOfComponents: 3, values: mesh.normals }));
-    }
+    polyData.getPointData().setNormals(vtkDataArray.newInstance({ numberOfComponents: 3, values: mesh.normals }));
     const mapper = vtkMapper.newInstance({ scalarVisibility: false });
     mapper.setInputData(polyData);
     const actor = vtkActor.newInstance();
@@ -214,6 +191,9 @@ export class SegmentSurfaces {
   remove(): void {
     window.clearTimeout(this.timer);
     this.pending.clear();
+    this.waiting.clear();
+    this.surfaceWorker?.terminate();
+    this.surfaceWorker = null;
     const changes = new Map<string, null>();
     for (const segment of this.actors.keys()) changes.set(this.uid(segment), null);
     this.actors.clear();

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 
 import { Labelmap } from "../labelmap/labelmap";
 import { type Geometry, voxelToWorld } from "../viewer/geometry";
-import { segmentSurface } from "./surfaces";
+import { cropMask, surfaceMesh } from "./surface-mesh";
 
 // A sagittal-like grid: i along −y, j along −z, k along +x, anisotropic voxels.
 const geometry: Geometry = {
@@ -12,12 +12,12 @@ const geometry: Geometry = {
   direction: [0, -1, 0, 0, 0, -1, 1, 0, 0],
 };
 
-describe("segmentSurface", () => {
+describe("a segment's surface mesh", () => {
   it("wraps the segment's voxels in LPS, closed at the volume's edge, with outward unit normals", () => {
     const labelmap = new Labelmap([6, 7, 8]);
     for (let k = 0; k < 3; k++) for (let j = 2; j < 5; j++) for (let i = 5; i < 8; i++) labelmap.set(0, k, j, i, 4);
     labelmap.set(0, 5, 6, 0, 2); // another segment: not part of the surface
-    const mesh = segmentSurface(labelmap, 4, geometry)!;
+    const mesh = surfaceMesh(cropMask(labelmap, 4)!, geometry);
     expect(mesh.points.length).toBeGreaterThan(0);
     expect(mesh.polys.length % 4).toBe(0); // triangles: [3, a, b, c] each
 
@@ -47,7 +47,7 @@ describe("segmentSurface", () => {
     expect(outward).toBe(mesh.normals!.length / 3);
   });
 
-  it("gives null for a segment without voxels", () => {
-    expect(segmentSurface(new Labelmap([6, 7, 8]), 1, geometry)).toBeNull();
+  it("has no mask to give for a segment without voxels", () => {
+    expect(cropMask(new Labelmap([6, 7, 8]), 1)).toBeNull();
   });
 });
