@@ -426,6 +426,8 @@ def test_save_reload_and_the_draft_survives_a_reload(page: Any) -> None:
     assert labelmap_digest(page) == edited  # the other segments too: each as it was on screen
     assert page.evaluate(f"{ANNOTATION}.unsaved()") is True
     assert "Unsaved work restored" in page.inner_text("#panel-message")
+    # The loaded segments get their surfaces in the 3D view too.
+    assert wait_for_surfaces(page, {segment})[segment]["points"] > 0
 
 
 def test_a_series_left_while_it_loads_leaves_the_next_page_alone(page: Any) -> None:

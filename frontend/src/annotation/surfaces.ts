@@ -34,6 +34,7 @@ export class SegmentSurfaces {
   private labelmap: Labelmap | null = null;
   private readonly actors = new Map<number, vtkActor>();
   private readonly pending = new Set<number>();
+  private pendingAll = false;
   private timer = 0;
   private surfaceWorker: Worker | null = null;
   private batch = 0;
@@ -56,9 +57,7 @@ export class SegmentSurfaces {
   /** A new labelmap: every segment in it gets its surface. */
   show(labelmap: Labelmap): void {
     this.labelmap = labelmap;
-    for (const segment of new Set([...this.actors.keys(), ...labelmap.segmentLayers().keys()])) {
-      this.pending.add(segment);
-    }
+    this.pendingAll = true; // which segments it holds is found when building (a scan of every layer)
     this.schedule();
   }
 
@@ -79,6 +78,10 @@ export class SegmentSurfaces {
     if (!labelmap || !geometry) return;
     const changes = new Map<string, Types.Actor | null>();
     const masks: { segment: number; cropped: CroppedMask }[] = [];
+    if (this.pendingAll) {
+      for (const segment of [...this.actors.keys(), ...labelmap.segmentLayers().keys()]) this.pending.add(segment);
+      this.pendingAll = false;
+    }
     for (const segment of this.pending) {
       const cropped = cropMask(labelmap, segment);
       if (cropped) {
@@ -191,6 +194,7 @@ export class SegmentSurfaces {
   remove(): void {
     window.clearTimeout(this.timer);
     this.pending.clear();
+    this.pendingAll = false;
     this.waiting.clear();
     this.surfaceWorker?.terminate();
     this.surfaceWorker = null;
