@@ -157,6 +157,7 @@ export class Viewer {
   private elements = new Map<ViewportId, HTMLDivElement>();
   private preset: string = "auto";
   private volumeIn3d: "auto" | "on" | "off" = "auto";
+  private crosshairsOnLeft = true;
   /** The actors setSurfaces put into the 3D view. */
   private readonly surfaceUids = new Set<string>();
   private autoRange: VoiRange | null = null;
@@ -302,7 +303,10 @@ export class Viewer {
         if (this.times.firstImage === null && cachedFrames[shownK()]) {
           stage("shown-slice-loaded");
           this.times.firstImage = -1; // pending: stamped when the axial view has drawn it
-          this.afterRender(["axial"]).then(() => (this.times.firstImage = performance.now()));
+          this.afterRender(["axial"]).then(() => {
+            this.times.firstImage = performance.now();
+            this.addCrosshairs();
+          });
         } else if (!redraw && this.times.firstImage !== null) {
           redraw = window.setTimeout(() => {
             redraw = 0;
@@ -322,6 +326,7 @@ export class Viewer {
             if (this.times.firstImage === null || this.times.firstImage < 0) {
               this.times.firstImage = this.times.fullVolume;
             }
+            this.addCrosshairs();
             resolve();
           });
       }) as EventListener;
@@ -360,10 +365,9 @@ export class Viewer {
     ToolGroupManager.destroyToolGroup(MPR_TOOLS);
     ToolGroupManager.destroyToolGroup(VOLUME_TOOLS);
     const mpr = ToolGroupManager.createToolGroup(MPR_TOOLS)!;
-    for (const tool of [CrosshairsTool, PanTool, StackScrollTool, WindowLevelTool, ZoomTool]) mpr.addTool(tool.toolName);
-    // Left: crosshairs (part 2 binds the AI tools there in their modes); Shift+left: window/level;
-    // middle: pan; right: zoom; wheel: slices.
-    mpr.setToolActive(CrosshairsTool.toolName, { bindings: [{ mouseButton: MouseBindings.Primary }] });
+    for (const tool of [PanTool, StackScrollTool, WindowLevelTool, ZoomTool]) mpr.addTool(tool.toolName);
+    // Left: crosshairs (added once the first image is drawn: addCrosshairs; the editing tools take left in
+    // their modes); Shift+left: window/level; middle: pan; right: zoom; wheel: slices.
     mpr.setToolActive(WindowLevelTool.toolName, {
       bindings: [{ mouseButton: MouseBindings.Primary, modifierKey: KeyboardBindings.Shift }],
     });
@@ -499,12 +503,25 @@ export class Viewer {
   }
 
   /**
+   * The crosshairs join the slice views after the first image is drawn: placing them reads every view's camera
+   * and the metadata of every slice, and drawing them costs another pass, which with software WebGL held the
+   * first image up by over 100 ms.
+   */
+  private addCrosshairs(): void {
+    const group = ToolGroupManager.getToolGroup(MPR_TOOLS);
+    if (!group || this.destroyed || group.hasTool(CrosshairsTool.toolName)) return;
+    group.addTool(CrosshairsTool.toolName);
+    this.setCrosshairsOnLeft(this.crosshairsOnLeft);
+  }
+
+  /**
    * Editing tools own the left button: crosshairs then stay on screen but do not take left drags
    * (Shift + left drag still sets window/level).
    */
   setCrosshairsOnLeft(active: boolean): void {
+    this.crosshairsOnLeft = active;
     const group = ToolGroupManager.getToolGroup(MPR_TOOLS);
-    if (!group) return;
+    if (!group?.hasTool(CrosshairsTool.toolName)) return;
     if (active) {
       group.setToolActive(CrosshairsTool.toolName, { bindings: [{ mouseButton: ToolEnums.MouseBindings.Primary }] });
     } else {
