@@ -168,7 +168,9 @@ def test_fine_tuning_starts_from_the_given_model(cases: list[TrainingCase], tmp_
     folder = trainer.run()
     tuned = load_model(folder)
     assert tuned.info.architecture == "ResidualEncoderUNet"
-    assert json.loads((folder / PROVENANCE_FILE).read_text())["fine_tuned_from"] == parent.name
+    provenance = json.loads((folder / PROVENANCE_FILE).read_text())
+    assert provenance["fine_tuned_from"] == parent.name
+    assert provenance["fine_tuned_from_version"] == load_model(parent).info.version
 
 
 def test_command_line_trains_and_reports_bad_input(

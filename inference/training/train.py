@@ -289,7 +289,8 @@ class Trainer:
             "device": str(self.device),
             "training_seconds": round(self.seconds, 1),
             "patch_size": list(self.patch_size),
-            "fine_tuned_from": self.parent,
+            "fine_tuned_from": self.parent[0] if self.parent else None,
+            "fine_tuned_from_version": self.parent[1] if self.parent else None,
             "loss_last_200_steps": round(sum(recent) / len(recent), 4) if recent else None,
             "data": self.pool.describe(),
             "data_licenses": {
@@ -311,9 +312,14 @@ class Trainer:
 def _starting_point(
     config: TrainConfig,
 ) -> tuple[
-    dict[str, Any], tuple[int, int, int], InteractionConfig, dict[str, torch.Tensor] | None, str | None
+    dict[str, Any],
+    tuple[int, int, int],
+    InteractionConfig,
+    dict[str, torch.Tensor] | None,
+    tuple[str, str] | None,
 ]:
-    """Architecture, patch size, prompt encoding, weights (None: random) and parent model name."""
+    """Architecture, patch size, prompt encoding, weights (None: random) and the parent model's name and
+    version (a fine-tune of "default" names the default it started from, which it may go on to replace)."""
     if config.init is None:
         interaction = InteractionConfig(cpu_refinement_patches=COMPACT_CPU_REFINEMENT_PATCHES)
         return plain_unet_architecture(), config.patch_size, interaction, None, None
@@ -326,7 +332,7 @@ def _starting_point(
         folder.info.patch_size,
         folder.info.interaction,
         weights,
-        folder.info.name,
+        (folder.info.name, folder.info.version),
     )
 
 
