@@ -44,16 +44,12 @@ def sessions_ahead_of_their_drafts(segmentation_id: int) -> list[tuple[str, str]
     ]
 
 
-def bring_drafts_up_to_date(segmentation_id: int) -> bool:
-    """Has the workers write the drafts of the segmentation's sessions that are behind. False when some
-    worker did not answer in time (its draft may then be a step behind)."""
+def bring_drafts_up_to_date(segmentation_id: int) -> None:
+    """Has the workers write the drafts of the segmentation's sessions that are behind; a worker that does
+    not answer in time is logged (its draft may then be a step behind)."""
     behind = sessions_ahead_of_their_drafts(segmentation_id)
-    if not behind:
-        return True
-    flushed: bool = async_to_sync(_flush)(behind)
-    if not flushed:
+    if behind and not async_to_sync(_flush)(behind):
         logger.warning("segmentation %s: some workers did not write their drafts in time", segmentation_id)
-    return flushed
 
 
 async def _flush(sessions: list[tuple[str, str]]) -> bool:

@@ -9,13 +9,13 @@ import { Enums as ToolEnums, segmentation } from "@cornerstonejs/tools";
 import type { Labelmap } from "../labelmap/labelmap";
 import type { Region } from "../labelmap/region";
 import { SLICE_VIEWS, type Viewer } from "../viewer/viewer";
+import { rgbOf } from "./labels";
 import { SegmentSurfaces } from "./surfaces";
 
 const LABELMAP = ToolEnums.SegmentationRepresentations.Labelmap;
 
 function rgba(hex: string, alpha = 255): Types.Color {
-  const value = Number.parseInt(hex.replace("#", ""), 16);
-  return [(value >> 16) & 255, (value >> 8) & 255, value & 255, alpha];
+  return [...rgbOf(hex), alpha];
 }
 
 export class LabelmapDisplay {

@@ -51,3 +51,9 @@ export function labelChoice(label: string): LabelChoice | undefined {
 export function spareColour(index: number): string {
   return SPARE_COLOURS[index % SPARE_COLOURS.length];
 }
+
+/** "#rrggbb" as [r, g, b], 0–255. */
+export function rgbOf(hex: string): [number, number, number] {
+  const value = Number.parseInt(hex.replace("#", ""), 16);
+  return [(value >> 16) & 255, (value >> 8) & 255, value & 255];
+}

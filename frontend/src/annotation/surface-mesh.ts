@@ -7,7 +7,7 @@ import vtkImageData from "@kitware/vtk.js/Common/DataModel/ImageData";
 import vtkImageMarchingCubes from "@kitware/vtk.js/Filters/General/ImageMarchingCubes";
 
 import type { Labelmap } from "../labelmap/labelmap";
-import type { Index3 } from "../labelmap/region";
+import { type Index3, boundingBox } from "../labelmap/region";
 import { type Geometry, voxelToWorld } from "../viewer/geometry";
 
 /** A segment's 0/1 mask over ``dims`` ([k, j, i], C order) voxels from voxel ``start`` of the volume. */
@@ -30,9 +30,10 @@ export interface SurfaceMesh {
  */
 export function cropMask(labelmap: Labelmap, segment: number): CroppedMask | null {
   const layerNumber = labelmap.layerOf(segment);
-  const box = layerNumber < 0 ? null : labelmap.boundingBox(segment);
-  if (!box) return null;
+  if (layerNumber < 0) return null;
   const layer = labelmap.layer(layerNumber);
+  const box = boundingBox(layer, labelmap.shape, segment);
+  if (!box) return null;
   const [, nj, ni] = labelmap.shape;
   const start: Index3 = [box.start[0] - 1, box.start[1] - 1, box.start[2] - 1];
   const dims: Index3 = [0, 1, 2].map((axis) => box.stop[axis] - box.start[axis] + 2) as Index3;

@@ -11,6 +11,7 @@ import vtkMapper from "@kitware/vtk.js/Rendering/Core/Mapper";
 import type { Labelmap } from "../labelmap/labelmap";
 import { worldToContinuousVoxel } from "../viewer/geometry";
 import type { Viewer } from "../viewer/viewer";
+import { rgbOf } from "./labels";
 import { type CroppedMask, type SurfaceMesh, cropMask } from "./surface-mesh";
 import type { SurfaceReply, SurfaceRequest } from "./surface-worker";
 
@@ -25,9 +26,10 @@ export interface SurfaceInfo {
   builds: number;
 }
 
+/** vtk's colour, 0–1 per channel. */
 function colour(hex: string): [number, number, number] {
-  const value = Number.parseInt(hex.replace("#", ""), 16);
-  return [((value >> 16) & 255) / 255, ((value >> 8) & 255) / 255, (value & 255) / 255];
+  const [r, g, b] = rgbOf(hex);
+  return [r / 255, g / 255, b / 255];
 }
 
 export class SegmentSurfaces {
