@@ -27,7 +27,8 @@ Targets (issue 7): first image ≤ 1 s, full volume ≤ 5 s on loopback, prompt-
 engine's own time ≤ 50 ms p50. Prints a table of the load medians and of the prompt p50/p95 and writes JSON
 (``prompt_to_screen``: every prompt and the percentiles).
 
-Usage: ``.venv/bin/python bench/viewer.py [--slices 300] [--loads 5] [--prompts 20] [--json OUT]``
+Usage: ``.venv/bin/python bench/viewer.py [--slices 300] [--loads 5] [--prompts 20] [--json OUT]
+[--trace TRACE.json]``
 """
 
 from __future__ import annotations
@@ -92,12 +93,27 @@ STAGES_JS = """() => {
   return stages;
 }"""
 ANNOTATION = "window.annovoxViewer.annotation"
+TRACE_CATEGORIES = [
+    "devtools.timeline",
+    "disabled-by-default-devtools.timeline",
+    "v8.execute",
+    "disabled-by-default-v8.cpu_profiler",
+    "blink.user_timing",
+    "gpu",
+]
 
 
 def one_load(
-    browser: Any, server: AnnovoxServer, study: str, series: str, size: dict[str, int]
+    browser: Any,
+    server: AnnovoxServer,
+    study: str,
+    series: str,
+    size: dict[str, int],
+    trace: Path | None = None,
 ) -> dict[str, Any]:
-    """Open the viewer in a fresh context (cold HTTP cache) and return its loadTimes()."""
+    """Open the viewer in a fresh context (cold HTTP cache) and return its loadTimes(); with ``trace``, write
+    a Chrome trace of the load there (timeline and JavaScript samples; DevTools' Performance panel opens
+    it)."""
     context = browser.new_context(base_url=server.url, viewport=size)
     try:
         # Room for every frame request in the resource timings (the default keeps 250 entries).
@@ -107,8 +123,12 @@ def one_load(
         began = time.perf_counter()
         # A full navigation, so that the times count from a fresh page start as a user's would.
         page.goto(f"/#/series/{study}/{series}")
+        if trace is not None:
+            browser.start_tracing(page=page, path=str(trace), categories=TRACE_CATEGORIES)
         page.reload()
         page.wait_for_selector("body[data-viewer-ready]", timeout=600_000)
+        if trace is not None:
+            browser.stop_tracing()
         if page.evaluate("document.body.dataset.viewerReady") != "true":
             raise RuntimeError(f"the viewer failed: {page.inner_text('#viewer-status')}")
         times = dict(page.evaluate("window.annovoxViewer.loadTimes()"))
@@ -254,6 +274,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=900)
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "viewer.json")
+    parser.add_argument("--trace", type=Path, help="write a Chrome trace of the last load here")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -285,7 +306,8 @@ def main() -> None:
         stack.callback(browser.close)
         size = {"width": args.width, "height": args.height}
         for n in range(args.loads):
-            times = one_load(browser, server, built.study_uid, built.series_uid, size)
+            trace = args.trace if n == args.loads - 1 else None
+            times = one_load(browser, server, built.study_uid, built.series_uid, size, trace)
             results["loads"].append(times)
             print(
                 f"load {n + 1}: metadata {times['metadata']:.0f} ms, "

@@ -344,10 +344,18 @@ class AnnovoxServer(LiveServer):
     def restart(self) -> None:
         """Kill Daphne (and its in-process worker) and start it again on the same port and data, as after a
         crash: connected browsers lose their WebSocket and must reconnect."""
-        port = self.port
+        self.crash()
+        self.recover()
+
+    def crash(self) -> None:
+        """Kill Daphne and its in-process worker; ``recover`` starts it again."""
         if self.process is not None:
             self.process.kill()
             self.process.wait(timeout=30)
+
+    def recover(self) -> None:
+        """Start Daphne again after ``crash``, on the same port and data."""
+        port = self.port
         self._launch(lambda: self._command(port), "/accounts/login/", cwd=ROOT, env=self.env())
 
     def start(self) -> Self:

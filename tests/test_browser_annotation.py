@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import gzip
+import io
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+import requests
 from scipy import ndimage
 
 from tests.browser import browser_page, screenshot, sign_in, viewer_server
@@ -177,6 +180,15 @@ def outline(organ_slice: np.ndarray, k: int, step: int = 3) -> list[list[int]]:
     cj, ci = js.mean(), is_.mean()
     order = np.argsort(np.arctan2(js - cj, is_ - ci))
     return [[k, int(js[n]), int(is_[n])] for n in order[::step]]
+
+
+def draft_mask(server: AnnovoxServer, segmentation: int, segment: int) -> np.ndarray:
+    """The segment's voxels in the server's working labelmap (its draft where it has one)."""
+    response = requests.get(
+        f"{server.url}/api/segmentations/{segmentation}/draft/", headers=server.headers(), timeout=60
+    )
+    assert response.status_code == 200, response.text[:500]
+    return (np.load(io.BytesIO(gzip.decompress(response.content))) == segment).any(axis=0)
 
 
 def labelmap_digest(page: Any) -> str:
@@ -533,6 +545,68 @@ def test_the_viewer_reconnects_after_a_server_crash_and_keeps_the_mask(
     prompt_and_wait(page, lambda: page.mouse.click(at["x"], at["y"]))
     after = mask_of(page, segment, shape)
     assert after.sum() >= before.sum() and in_place(after, muscle)
+
+
+# Whether leaving the page now would make the browser ask first (the viewer's beforeunload handler).
+LEAVING_ASKS_JS = """() => {
+  const event = new Event('beforeunload', { cancelable: true });
+  window.dispatchEvent(event);
+  return event.defaultPrevented;
+}"""
+
+
+def stroke_while_the_server_is_down(
+    page: Any, server: AnnovoxServer, label: str, j: int
+) -> tuple[int, np.ndarray]:
+    """In a new segment: crash the server, paint a brush stroke along row ``j`` of slice K, and return the
+    segment and its voxels on the page (the server has not got them)."""
+    segment = add_segment(page, label)
+    assert page.evaluate(LEAVING_ASKS_JS) is False  # nothing on its way
+    server.crash()
+    page.wait_for_function(f"{ANNOTATION}.connectionStatus() !== 'open'", timeout=60_000)
+    show(page, [K, j, 250])
+    page.keyboard.press("d")
+    drag(page, [client_of(page, "axial", [K, j, i]) for i in range(242, 262, 4)])
+    painted = mask_of(page, segment, reference_labels().shape)
+    assert painted.any()
+    return segment, painted
+
+
+def test_edits_made_while_the_server_is_down_reach_it_and_leaving_asks_first(
+    page: Any, server: AnnovoxServer
+) -> None:
+    study, series = _uids(CT)
+    open_annotation(page, study, series)
+    segment, painted = stroke_while_the_server_is_down(page, server, "Offline", 180)
+    # The stroke cannot reach the server: a reload or closing the tab now would lose it, so the browser asks.
+    assert page.evaluate(LEAVING_ASKS_JS) is True
+
+    server.recover()
+    page.wait_for_function(f"{ANNOTATION}.connectionStatus() === 'open'", timeout=60_000)
+    idle(page)
+    assert page.evaluate(LEAVING_ASKS_JS) is False
+    # It did reach the server: a reload shows it (from the segment's draft).
+    page.reload()
+    open_annotation(page, study, series)
+    assert np.array_equal(mask_of(page, segment, painted.shape), painted)
+
+
+def test_a_stroke_just_before_leaving_the_viewer_still_reaches_the_server(
+    page: Any, server: AnnovoxServer
+) -> None:
+    study, series = _uids(CT)
+    open_annotation(page, study, series)
+    segment, painted = stroke_while_the_server_is_down(page, server, "Left behind", 420)
+    segmentation = page.evaluate(f"{ANNOTATION}.segmentationId()")
+    # Back to the study list within the page (no beforeunload there): the stroke is still on its way.
+    page.evaluate("location.hash = '#/'")
+    page.wait_for_selector("body[data-ready=true][data-page=studies]")
+    server.recover()
+    # The left viewer reconnects and sends it; the segment's draft then holds it.
+    deadline = time.monotonic() + 60
+    while not np.array_equal(draft_mask(server, segmentation, segment), painted):
+        assert time.monotonic() < deadline, "the stroke made before leaving never reached the server"
+        time.sleep(0.5)
 
 
 def test_a_flipped_orientation_seg_opens_like_the_aligned_one(

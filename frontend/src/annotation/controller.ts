@@ -29,6 +29,9 @@ import { LabelmapDisplay } from "./display";
 import { AnnotationDocument, type HistoryEntry } from "./document";
 import { labelChoice, spareColour } from "./labels";
 
+/** How long a left page still tries to get its last edits to the server. */
+const LEAVE_DRAIN_MS = 30_000;
+
 export interface PromptTiming {
   /** performance.now() stamps: the prompt left, its mask arrived, the views had drawn it. */
   sent: number;
@@ -64,6 +67,9 @@ export class AnnotationController {
   private readonly needsSync = new Set<number>();
   private sessionSegment: number | null = null;
   private pending = 0;
+  /** The page was left: its views are gone. */
+  private left = false;
+  /** The connection is closed: nothing more goes to the server. */
   private closed = false;
 
   constructor(
@@ -73,7 +79,11 @@ export class AnnotationController {
   ) {
     this.doc = new AnnotationDocument(new Labelmap(viewer.volumeShape() as Index3));
     this.display = new LabelmapDisplay(viewer, `annovox-${series}`);
-    this.doc.on({ voxels: (layer, region, segment) => this.display.changed(layer, region, segment) });
+    this.doc.on({
+      voxels: (layer, region, segment) => {
+        if (!this.left) this.display.changed(layer, region, segment);
+      },
+    });
     this.connection.on("status", (info) => {
       this.statusHistory.push(info.status);
       const text =
@@ -95,7 +105,7 @@ export class AnnotationController {
   async start(): Promise<void> {
     this.display.show(this.doc.labelmap);
     const segmentations = await listSegmentations(this.series);
-    if (this.closed) return;
+    if (this.left) return;
     if (segmentations.length) await this.openSegmentation(newest(segmentations));
     else this.events.segmentation?.(null);
   }
@@ -103,7 +113,7 @@ export class AnnotationController {
   async openSegmentation(segmentation: Segmentation): Promise<void> {
     await this.drain();
     const working = await fetchWorkingLabelmap(segmentation.id, this.doc.labelmap.shape);
-    if (this.closed) return; // the page was left meanwhile: its views are gone
+    if (this.left) return; // the page was left meanwhile: its views are gone
     this.segmentation = segmentation;
     this.baseVersion = working.baseVersion;
     this.doc.active = null;
@@ -116,7 +126,7 @@ export class AnnotationController {
       this.events.message?.(`Unsaved work restored (segments ${working.draftSegments.join(", ")}).`, "info");
     }
     await this.refreshVersions();
-    if (this.doc.active !== null && !this.closed) this.activate(this.doc.active);
+    if (this.doc.active !== null && !this.left) this.activate(this.doc.active);
   }
 
   private colourAll(): void {
@@ -328,8 +338,10 @@ export class AnnotationController {
     while (this.pending) await this.queue;
   }
 
-  get busy(): boolean {
-    return this.pending > 0;
+  /** Work the server has not got yet: a prompt or an edit on its way, or edits waiting for the connection.
+   * Leaving the page now would lose it (the page asks first). */
+  get hasUnsentWork(): boolean {
+    return this.pending > 0 || this.needsSync.size > 0;
   }
 
   private report(error: unknown): void {
@@ -374,10 +386,14 @@ export class AnnotationController {
     await this.openSegmentation(this.segmentation);
   }
 
+  /** The page is left: the views go at once; what is not yet on the server still goes there (for at most
+   * LEAVE_DRAIN_MS, as the server may be down), then the connection closes. */
   async close(): Promise<void> {
+    this.left = true;
+    this.display.remove();
+    await Promise.race([this.drain(), new Promise((resolve) => setTimeout(resolve, LEAVE_DRAIN_MS))]);
     this.closed = true;
     this.connection.disconnect();
-    this.display.remove();
   }
 }
 

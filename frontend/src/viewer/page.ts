@@ -265,6 +265,13 @@ export function openViewer(
     event.preventDefault();
   };
   document.addEventListener("keydown", onKey);
+  // Reloading or closing the page now would lose edits still on their way to the server: the browser asks.
+  const onBeforeUnload = (event: BeforeUnloadEvent) => {
+    if (!annotation?.controller.hasUnsentWork) return;
+    event.preventDefault();
+    event.returnValue = ""; // older browsers ask only when this is set
+  };
+  window.addEventListener("beforeunload", onBeforeUnload);
 
   const cellsByView = new Map<ViewportId, HTMLElement>();
   for (const id of ALL_VIEWS) cellsByView.set(id, cells[id].parentElement!);
@@ -406,6 +413,7 @@ export function openViewer(
       }
       delete document.body.dataset.annotationReady;
       document.removeEventListener("keydown", onKey);
+      window.removeEventListener("beforeunload", onBeforeUnload);
       delete window.annovoxViewer;
       delete document.body.dataset.viewerReady;
       viewer.destroy();
