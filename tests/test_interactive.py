@@ -313,6 +313,31 @@ def test_initial_masks_replace_the_mask_and_are_in_the_working_labelmap_at_once(
     assert np.array_equal(_working_mask(server, segmentation, 2), mask)
 
 
+def test_a_new_session_starts_from_another_sessions_edit_of_a_moment_ago(embedded) -> None:
+    """Another annotator opens a segment right after someone edited it, before that worker's delayed draft
+    write: the new session starts from the edit, as the opening has the draft written first."""
+    server, series_uid, segmentation, _ = embedded
+    colleague = server.manage("issue_token", "annotator").stdout.strip().splitlines()[-1].strip()
+    created = requests.post(
+        f"{server.url}/api/segmentations/{segmentation}/segments/",
+        json={"label": "shared"},
+        headers=server.headers(),
+        timeout=60,
+    )
+    assert created.status_code == 201, created.text[:500]
+    number = created.json()["number"]
+    with InteractiveClient(server.websocket_url, server.token) as first:
+        first.open(series_uid, segmentation, number)
+        mask = np.zeros(first.mask.shape, dtype=bool)
+        mask[8:12, 200:260, 150:230] = True
+        first.result(first.initial_mask(mask))
+        # At once: without the opening's flush, the new session would start from the draft of a moment before
+        # (here: none), the first worker writing it DRAFT_DELAY_S after the edit.
+        with InteractiveClient(server.websocket_url, colleague) as second:
+            second.open(series_uid, segmentation, number)
+            assert np.array_equal(second.mask, mask)
+
+
 def test_credentials_and_access(embedded) -> None:
     server, series_uid, segmentation, outsider = embedded
     for token in (None, "avx_not-a-token"):

@@ -28,6 +28,7 @@ from webapp.studies.access import can_view_series
 from webapp.studies.models import Series
 
 from . import placement
+from .drafts import bring_segment_draft_up_to_date
 from .inprocess import ensure_inprocess_worker
 from .protocol import PROTOCOL_VERSION, ProtocolError, decode_frame, parse_message, request_of, with_request
 
@@ -175,6 +176,9 @@ class InteractiveConsumer(AsyncWebsocketConsumer):
         if not await database_sync_to_async(can_view_series)(self.user, series):
             await self.close(code=CLOSE_FORBIDDEN)
             return
+        if not await database_sync_to_async(services.open_sessions(self.user, segment, model).exists)():
+            # A new session starts from the segment's draft: it must hold others' edits of a moment ago.
+            await bring_segment_draft_up_to_date(segment)
         record, _ = await database_sync_to_async(services.resume_or_start_session)(self.user, segment, model)
         self.session = OpenSession(
             record, series.series_instance_uid, segment.segmentation_id, segment.number

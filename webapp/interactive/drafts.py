@@ -4,7 +4,9 @@ A worker writes a session's draft a moment after the session's last event (``wor
 reload in that moment would read a draft one step behind what the annotator saw and show the segment as it
 was before the last edit. So whoever reads the working labelmap first asks the workers holding sessions
 with events newer than their segment's draft to write it now, and waits for their answers (at most
-FLUSH_TIMEOUT_S: a worker busy with a long queue must not hold the read up for ever).
+FLUSH_TIMEOUT_S: a worker busy with a long queue must not hold the read up for ever). A new session starts
+from its segment's draft (``services.resume_or_start_session``), so opening one does the same for that
+segment first: another annotator's (or model's) edit of a moment ago is where it starts.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import asyncio
 import logging
 
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db.models import Max
 
-from webapp.segmentations.models import Draft, InteractiveSession
+from webapp.segmentations.models import Draft, InteractiveSession, Segment
 
 from .placement import live_workers
 
@@ -25,18 +28,21 @@ logger = logging.getLogger(__name__)
 FLUSH_TIMEOUT_S = 10.0
 
 
-def sessions_ahead_of_their_drafts(segmentation_id: int) -> list[tuple[str, str]]:
-    """(session id, worker channel) of each session of the segmentation on a live worker whose last event
-    was recorded after its segment's draft was written."""
+def sessions_ahead_of_their_drafts(
+    segmentation_id: int, segment_id: int | None = None
+) -> list[tuple[str, str]]:
+    """(session id, worker channel) of each session of the segmentation (or of one of its segments) on a live
+    worker whose last event was recorded after its segment's draft was written."""
+    segments = Segment.objects.filter(segmentation_id=segmentation_id)
+    if segment_id is not None:
+        segments = segments.filter(pk=segment_id)
     sessions = (
-        InteractiveSession.objects.filter(segment__segmentation_id=segmentation_id, worker__in=live_workers())
+        InteractiveSession.objects.filter(segment__in=segments, worker__in=live_workers())
         .annotate(last_event=Max("events__created"))
         .filter(last_event__isnull=False)
         .values_list("id", "segment_id", "last_event", "worker__channel_name")
     )
-    written = dict(
-        Draft.objects.filter(segment__segmentation_id=segmentation_id).values_list("segment_id", "updated")
-    )
+    written = dict(Draft.objects.filter(segment__in=segments).values_list("segment_id", "updated"))
     return [
         (str(session), channel)
         for session, segment, last_event, channel in sessions
@@ -50,6 +56,13 @@ def bring_drafts_up_to_date(segmentation_id: int) -> None:
     behind = sessions_ahead_of_their_drafts(segmentation_id)
     if behind and not async_to_sync(_flush)(behind):
         logger.warning("segmentation %s: some workers did not write their drafts in time", segmentation_id)
+
+
+async def bring_segment_draft_up_to_date(segment: Segment) -> None:
+    """The same for one segment, before a new session starts from its draft."""
+    behind = await database_sync_to_async(sessions_ahead_of_their_drafts)(segment.segmentation_id, segment.pk)
+    if behind and not await _flush(behind):
+        logger.warning("segment %s: some workers did not write their drafts in time", segment.pk)
 
 
 async def _flush(sessions: list[tuple[str, str]]) -> bool:

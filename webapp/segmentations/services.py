@@ -7,7 +7,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Max, QuerySet
 from django.utils import timezone
 
 from .models import Draft, InteractiveSession, PromptEvent, Segment
@@ -20,12 +20,7 @@ def resume_or_start_session(
     session starts from the segment's draft, recorded as its first event (an initial mask), so that prompts
     refine what is already there. Returns the session and whether it is new."""
     with transaction.atomic():
-        existing = (
-            InteractiveSession.objects.select_for_update()
-            .filter(segment=segment, user=user, model_name=model_name, closed__isnull=True)
-            .order_by("-created")
-            .first()
-        )
+        existing = open_sessions(user, segment, model_name).select_for_update().first()
         if existing is not None:
             return existing, False
         session = InteractiveSession.objects.create(segment=segment, user=user, model_name=model_name)
@@ -33,6 +28,15 @@ def resume_or_start_session(
         if draft is not None and not draft.empty and draft_is_newer(draft, latest_save(segment)):
             record_event(session, PromptEvent.Kind.INITIAL_MASK, {}, bytes(draft.frame))
         return session, True
+
+
+def open_sessions(
+    user: AbstractBaseUser, segment: Segment, model_name: str
+) -> QuerySet[InteractiveSession]:
+    """The user's open sessions on ``segment`` with ``model_name``, newest first (the first is resumed)."""
+    return InteractiveSession.objects.filter(
+        segment=segment, user=user, model_name=model_name, closed__isnull=True
+    ).order_by("-created")
 
 
 def latest_save(segment: Segment) -> datetime | None:
