@@ -32,7 +32,7 @@ frontend/node_modules/.package-lock.json: frontend/package.json frontend/package
 	touch $@
 
 $(FRONTEND_STAMP): frontend/node_modules/.package-lock.json frontend/index.html frontend/vite.config.ts \
-		frontend/tsconfig.json $(shell find frontend/src -type f 2>/dev/null)
+		frontend/tsconfig.json frontend/scripts/precompress.mjs $(shell find frontend/src -type f 2>/dev/null)
 	cd frontend && npm run build
 
 frontend: $(FRONTEND_STAMP)

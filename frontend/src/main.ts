@@ -4,6 +4,7 @@ import { type CurrentUser, csrfToken, getJSON } from "./api";
 import { showSeriesPicker } from "./series";
 import { StudyList } from "./studies";
 import { Uploader } from "./upload";
+import { startDecodeWorkers } from "./viewer/decode-workers";
 import { seriesMetadata } from "./viewer/dicomweb";
 
 // Hash routes, all served by the one index.html at `/`:
@@ -87,6 +88,7 @@ async function route(): Promise<void> {
       // The series' metadata is fetched while the viewer's code loads: neither waits for the other.
       const metadata = seriesMetadata(args[0], args[1]);
       metadata.catch(() => undefined); // the viewer reports a failure
+      startDecodeWorkers();
       // Cornerstone is loaded only here, so the study list stays light.
       const { openViewer } = await import("./viewer/page");
       performance.mark("annovox:viewer-code-loaded");

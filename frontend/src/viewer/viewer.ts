@@ -7,6 +7,7 @@ import {
   RenderingEngine,
   cache,
   eventTarget,
+  getWebWorkerManager,
   imageLoadPoolManager,
   init as initCore,
   setVolumesForViewports,
@@ -29,6 +30,7 @@ import {
 } from "@cornerstonejs/tools";
 
 import { personName } from "../format";
+import { DECODE_WORKERS, takeDecodeWorker } from "./decode-workers";
 import { Tag, frameUrl, number, text } from "./dicomweb";
 import {
   type DicomJson,
@@ -55,6 +57,7 @@ const ORIENTATION: Record<Exclude<ViewportId, "3d">, Enums.OrientationAxis> = {
   coronal: Enums.OrientationAxis.CORONAL,
 };
 const ENGINE_ID = "annovox-engine";
+const FRAMES_IN_FLIGHT = 12;
 const MPR_TOOLS = "annovox-mpr";
 const VOLUME_TOOLS = "annovox-3d";
 
@@ -82,12 +85,13 @@ function initCornerstone(): Promise<void> {
     // One WebGL context for all views ("tiled"): Cornerstone's default gives each view its own context, and so
     // its own copy of the volume's texture, uploaded and updated per view (four times the work and memory).
     initCore({ rendering: { renderingEngineMode: Enums.RenderingEngineModeEnum.Tiled } } as never);
-    // Two workers decode frames; more gain nothing for uncompressed frames and cost start-up time.
-    initLoader({ maxWebWorkers: Math.min(2, navigator.hardwareConcurrency || 1) });
+    // The decode workers the main bundle started (decode-workers.ts); registered first, they are the loader's.
+    getWebWorkerManager().registerWorker("dicomImageLoader", takeDecodeWorker, { maxWorkerInstances: DECODE_WORKERS });
+    initLoader({ maxWebWorkers: DECODE_WORKERS });
     initTools();
     // A dozen frame loads (fetch + decode) in flight instead of Cornerstone's 1000: the shown slice is then
     // not queued behind 300 responses waiting for the main thread, and the others still stream back to back.
-    imageLoadPoolManager.setMaxSimultaneousRequests(Enums.RequestType.Interaction, 12);
+    imageLoadPoolManager.setMaxSimultaneousRequests(Enums.RequestType.Interaction, FRAMES_IN_FLIGHT);
     for (const tool of [CrosshairsTool, PanTool, StackScrollTool, TrackballRotateTool, WindowLevelTool, ZoomTool]) {
       addTool(tool);
     }
@@ -208,6 +212,22 @@ export class Viewer {
     this.checkGeometry(volume);
     stage("volume-allocated");
 
+    // The frames are requested now, while the views are set up: the slice the axial view will show (the
+    // middle one: its camera starts at the volume's centre) first and alone, so that its response and its
+    // decoding wait for no other frame's; then the others in k order, FRAMES_IN_FLIGHT at a time.
+    const shownK = Math.round((info.geometry.dimensions[2] - 1) / 2);
+    csUtils.imageRetrieveMetadataProvider.add(volumeId, {
+      stages: [
+        { id: "shown", positions: [shownK], priority: -10, requestType: Enums.RequestType.Interaction },
+        { id: "all", decimate: 1, offset: 0, priority: -5, requestType: Enums.RequestType.Interaction },
+      ],
+    });
+    imageLoadPoolManager.setMaxSimultaneousRequests(Enums.RequestType.Interaction, 1);
+    let viewsSet: () => void = () => undefined;
+    const views = new Promise<void>((resolve) => (viewsSet = resolve));
+    const loaded = this.watchLoading(volume, volumeId, shownK, views);
+    (volume as Types.IStreamingImageVolume).load();
+
     const sizes = this.elementSizes();
     const engine = new RenderingEngine(ENGINE_ID);
     this.engine = engine;
@@ -234,17 +254,7 @@ export class Viewer {
     this.setPreset(initial === "auto" ? "auto" : initial.id, false);
     for (const id of ALL_VIEWS) this.updateMarkers(id);
     this.callbacks.opened(info.title);
-
-    const loaded = this.watchLoading(volume, volumeId);
-    // The slice on screen first, then the others in k order: the first image does not wait for the volume.
-    const shownK = this.currentSlice("axial");
-    csUtils.imageRetrieveMetadataProvider.add(volumeId, {
-      stages: [
-        { id: "shown", positions: [shownK], priority: -10, requestType: Enums.RequestType.Interaction },
-        { id: "all", decimate: 1, offset: 0, priority: -5, requestType: Enums.RequestType.Interaction },
-      ],
-    });
-    (volume as Types.IStreamingImageVolume).load();
+    viewsSet();
     this.resizeObserver = this.observeSizes(sizes);
     await this.unlessDestroyed(loaded);
   }
@@ -287,27 +297,48 @@ export class Viewer {
     }
   }
 
-  private watchLoading(volume: Types.IImageVolume, volumeId: string): Promise<void> {
+  /** Follows the volume's loading: draws the shown slice once it is in and the views are set (`views`),
+   * reports progress, and resolves once the whole volume is drawn in every view. `requestedK`: the frame
+   * requested first, alone. */
+  private watchLoading(
+    volume: Types.IImageVolume,
+    volumeId: string,
+    requestedK: number,
+    views: Promise<void>,
+  ): Promise<void> {
     const total = volume.imageIds.length;
     const cachedFrames = (volume as unknown as { cachedFrames: number[] }).cachedFrames;
-    const shownK = () => this.currentSlice("axial");
     // Cornerstone redraws every view of a streaming volume after each 2 % of its frames; with a software
     // renderer those redraws take the main thread from the frames still arriving. We draw the shown slice as
     // soon as it is in, then the slice views at most once a second until the volume is complete.
     (volume as unknown as { autoRenderOnLoad: boolean }).autoRenderOnLoad = false;
+    let viewsReady = false;
+    let allRequested = false;
     let redraw = 0;
+    const drawFirstImage = () => {
+      if (!viewsReady || this.times.firstImage !== null || !cachedFrames[this.currentSlice("axial")]) return;
+      stage("shown-slice-loaded");
+      this.times.firstImage = -1; // pending: stamped when the axial view has drawn it
+      this.afterRender(["axial"]).then(() => {
+        this.times.firstImage = performance.now();
+        this.addCrosshairs();
+      });
+    };
+    views.then(() => {
+      viewsReady = true;
+      drawFirstImage();
+    });
     return new Promise((resolve) => {
       const onModified = ((event: CustomEvent) => {
         if (event.detail.volumeId !== volumeId) return;
         this.callbacks.progress(event.detail.framesProcessed, total);
-        if (this.times.firstImage === null && cachedFrames[shownK()]) {
-          stage("shown-slice-loaded");
-          this.times.firstImage = -1; // pending: stamped when the axial view has drawn it
-          this.afterRender(["axial"]).then(() => {
-            this.times.firstImage = performance.now();
-            this.addCrosshairs();
-          });
-        } else if (!redraw && this.times.firstImage !== null) {
+        if (!allRequested && cachedFrames[requestedK]) {
+          allRequested = true;
+          imageLoadPoolManager.setMaxSimultaneousRequests(Enums.RequestType.Interaction, FRAMES_IN_FLIGHT);
+        }
+        if (this.times.firstImage === null) {
+          drawFirstImage();
+        } else if (!redraw) {
           redraw = window.setTimeout(() => {
             redraw = 0;
             if (!volume.loadStatus?.loaded) this.engine?.renderViewports(SLICE_VIEWS);
@@ -318,8 +349,11 @@ export class Viewer {
         if (event.detail.volumeId !== volumeId) return;
         window.clearTimeout(redraw);
         this.callbacks.progress(total, total);
-        if (this.preset === "auto") this.setPreset("auto", false);
-        this.show3d(volumeId)
+        views
+          .then(() => {
+            if (this.preset === "auto") this.setPreset("auto", false);
+            return this.show3d(volumeId);
+          })
           .then(() => this.afterRender(ALL_VIEWS))
           .then(() => {
             this.times.fullVolume = performance.now();
