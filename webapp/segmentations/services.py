@@ -30,9 +30,7 @@ def resume_or_start_session(
         return session, True
 
 
-def open_sessions(
-    user: AbstractBaseUser, segment: Segment, model_name: str
-) -> QuerySet[InteractiveSession]:
+def open_sessions(user: AbstractBaseUser, segment: Segment, model_name: str) -> QuerySet[InteractiveSession]:
     """The user's open sessions on ``segment`` with ``model_name``, newest first (the first is resumed)."""
     return InteractiveSession.objects.filter(
         segment=segment, user=user, model_name=model_name, closed__isnull=True
