@@ -79,6 +79,7 @@ export class AnnotationController {
   ) {
     this.doc = new AnnotationDocument(new Labelmap(viewer.volumeShape() as Index3));
     this.display = new LabelmapDisplay(viewer, `annovox-${series}`);
+    this.display.surfaces.boundsOf = (segment) => this.doc.segmentBounds(segment);
     this.doc.on({
       voxels: (layer, region, segment) => {
         if (!this.left) this.display.changed(layer, region, segment);

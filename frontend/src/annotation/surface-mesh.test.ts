@@ -50,4 +50,14 @@ describe("a segment's surface mesh", () => {
   it("has no mask to give for a segment without voxels", () => {
     expect(cropMask(new Labelmap([6, 7, 8]), 1)).toBeNull();
   });
+
+  it("crops the same mask when told a region that holds the segment, and none for a region without it", () => {
+    const labelmap = new Labelmap([6, 7, 8]);
+    for (let j = 1; j < 4; j++) for (let i = 2; i < 6; i++) labelmap.set(0, 3, j, i, 5);
+    const whole = cropMask(labelmap, 5)!;
+    expect(whole.start).toEqual([2, 0, 1]);
+    expect(whole.dims).toEqual([3, 5, 6]);
+    expect(cropMask(labelmap, 5, { start: [2, 0, 0], stop: [5, 5, 8] })).toEqual(whole);
+    expect(cropMask(labelmap, 5, { start: [0, 0, 0], stop: [3, 7, 8] })).toBeNull();
+  });
 });

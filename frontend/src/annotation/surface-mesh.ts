@@ -7,7 +7,7 @@ import vtkImageData from "@kitware/vtk.js/Common/DataModel/ImageData";
 import vtkImageMarchingCubes from "@kitware/vtk.js/Filters/General/ImageMarchingCubes";
 
 import type { Labelmap } from "../labelmap/labelmap";
-import { type Index3, boundingBox } from "../labelmap/region";
+import { type Index3, type Region, boundingBox } from "../labelmap/region";
 import { type Geometry, voxelToWorld } from "../viewer/geometry";
 
 /** A segment's 0/1 mask over ``dims`` ([k, j, i], C order) voxels from voxel ``start`` of the volume. */
@@ -26,13 +26,14 @@ export interface SurfaceMesh {
 
 /**
  * The segment's mask over its bounding box with one voxel of background around it, so that its surface
- * closes at the volume's edges too; null when it has no voxels.
+ * closes at the volume's edges too; null when it has no voxels. ``within``: a region known to hold all
+ * of them (the box is looked for there only).
  */
-export function cropMask(labelmap: Labelmap, segment: number): CroppedMask | null {
+export function cropMask(labelmap: Labelmap, segment: number, within?: Region): CroppedMask | null {
   const layerNumber = labelmap.layerOf(segment);
   if (layerNumber < 0) return null;
   const layer = labelmap.layer(layerNumber);
-  const box = boundingBox(layer, labelmap.shape, segment);
+  const box = boundingBox(layer, labelmap.shape, segment, within);
   if (!box) return null;
   const [, nj, ni] = labelmap.shape;
   const start: Index3 = [box.start[0] - 1, box.start[1] - 1, box.start[2] - 1];

@@ -9,6 +9,7 @@ import vtkActor from "@kitware/vtk.js/Rendering/Core/Actor";
 import vtkMapper from "@kitware/vtk.js/Rendering/Core/Mapper";
 
 import type { Labelmap } from "../labelmap/labelmap";
+import type { Region } from "../labelmap/region";
 import { worldToContinuousVoxel } from "../viewer/geometry";
 import type { Viewer } from "../viewer/viewer";
 import { rgbOf } from "./labels";
@@ -48,6 +49,9 @@ export class SegmentSurfaces {
   private readonly prefix: string;
   /** How often each segment's surface was built. */
   private readonly builds = new Map<number, number>();
+  /** A region known to hold all of a segment's voxels (the document's bounds), so that a rebuild looks
+   * there only; the whole volume without it. */
+  boundsOf: ((segment: number) => Region) | null = null;
 
   constructor(
     private readonly viewer: Viewer,
@@ -85,7 +89,7 @@ export class SegmentSurfaces {
       this.pendingAll = false;
     }
     for (const segment of this.pending) {
-      const cropped = cropMask(labelmap, segment);
+      const cropped = cropMask(labelmap, segment, this.boundsOf?.(segment));
       if (cropped) {
         masks.push({ segment, cropped });
       } else {
