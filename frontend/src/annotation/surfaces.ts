@@ -175,7 +175,7 @@ export class SegmentSurfaces {
   }
 
   private redraw(): void {
-    if (this.actors.size) this.viewer.setSurfaces(new Map());
+    if (this.actors.size) this.viewer.render(["3d"]);
   }
 
   /** Segments that have a surface in the 3D view: its vertices, the box its actor takes in the scene (in
