@@ -57,6 +57,8 @@ const ORIENTATION: Record<Exclude<ViewportId, "3d">, Enums.OrientationAxis> = {
   coronal: Enums.OrientationAxis.CORONAL,
 };
 const ENGINE_ID = "annovox-engine";
+// Frame loads (fetch + decode) in flight once the shown slice is in, instead of Cornerstone's 1000: the
+// responses then do not queue up waiting for the main thread, and the frames still stream back to back.
 const FRAMES_IN_FLIGHT = 12;
 const MPR_TOOLS = "annovox-mpr";
 const VOLUME_TOOLS = "annovox-3d";
@@ -89,9 +91,6 @@ function initCornerstone(): Promise<void> {
     getWebWorkerManager().registerWorker("dicomImageLoader", takeDecodeWorker, { maxWorkerInstances: DECODE_WORKERS });
     initLoader({ maxWebWorkers: DECODE_WORKERS });
     initTools();
-    // A dozen frame loads (fetch + decode) in flight instead of Cornerstone's 1000: the shown slice is then
-    // not queued behind 300 responses waiting for the main thread, and the others still stream back to back.
-    imageLoadPoolManager.setMaxSimultaneousRequests(Enums.RequestType.Interaction, FRAMES_IN_FLIGHT);
     for (const tool of [CrosshairsTool, PanTool, StackScrollTool, TrackballRotateTool, WindowLevelTool, ZoomTool]) {
       addTool(tool);
     }
