@@ -30,10 +30,31 @@ function preloadViewerOnItsRoute(): Plugin {
   };
 }
 
+/**
+ * Cornerstone makes some 190 loggers with the copy of loglevel that dcmjs bundles, and each one looks for a
+ * level saved in localStorage and, finding none, in document.cookie. A cookie read is a synchronous call to
+ * the browser: the first one waited 75–85 ms on the way to the first image, the others 0.2–0.3 ms each. Levels
+ * are saved in localStorage wherever it exists (the cookie is loglevel's fallback for browsers without it), so
+ * the cookie fallback is taken out of the build.
+ */
+function loglevelWithoutCookieReads(): Plugin {
+  const read = "var cookie = window.document.cookie;";
+  return {
+    name: "annovox-loglevel-without-cookie-reads",
+    transform(code, id) {
+      if (!id.endsWith("/dcmjs/build/dcmjs.es.js")) return null;
+      if (code.split(read).length !== 2) {
+        throw new Error(`dcmjs's loglevel no longer reads "${read}" once: update frontend/vite.config.ts`);
+      }
+      return { code: code.replace(read, 'var cookie = "";'), map: null };
+    },
+  };
+}
+
 // Django serves the built files under /static/ (ServeStatic, STATICFILES_DIRS = frontend/dist).
 export default defineConfig({
   base: "/static/",
-  plugins: [preloadViewerOnItsRoute()],
+  plugins: [preloadViewerOnItsRoute(), loglevelWithoutCookieReads()],
   build: {
     outDir: "dist",
     emptyOutDir: true,
